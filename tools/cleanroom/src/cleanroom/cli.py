@@ -1,0 +1,102 @@
+"""The ``cleanroom`` command line: a thin layer over the engine's functions.
+
+Exit codes: 0 all good; 1 findings or a failed step; 2 bad input or config; 3 a needed tool or
+engine is missing. Errors are one line (plus detail where it helps), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from . import __version__
+from .errors import EXIT_FINDINGS, EXIT_OK, CleanroomError
+from .plan import execute
+from .workspace import Workspace
+
+Handler = Callable[[Workspace, argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse's own usage errors: one line and exit 2, like every other bad input.
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def cmd_select(ws: Workspace, args: argparse.Namespace) -> int:
+    from .variants import select_plan
+
+    index_url = args.index_url or os.environ.get("CLEANROOM_INDEX_URL") or None
+    sel, plan = select_plan(ws.repo, ws.cfg, args.variant, args.without, index_url, args.force)
+    execute(plan, dry_run=args.dry_run)
+    extra = f" without {', '.join(sel.without)}" if sel.without else ""
+    extra += f", primary index {sel.index_url}" if sel.index_url else ""
+    verb = "would write" if args.dry_run else "wrote"
+    print(f"select: {verb} {ws.cfg.variants.target} from {sel.variant_file}{extra}")
+    return EXIT_OK
+
+
+def cmd_verify(ws: Workspace, args: argparse.Namespace) -> int:
+    from .findings import render_github, render_json, render_text
+    from .verify import run_verify
+
+    findings, checked = run_verify(ws.repo, ws.cfg)
+    fmt = "json" if args.json else args.format
+    render = {"text": render_text, "json": render_json, "github": render_github}[fmt]
+    print(render(findings, checked))
+    return EXIT_FINDINGS if findings else EXIT_OK
+
+
+# -------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="cleanroom",
+        description="The build-artifact doctrine as commands: only sources in git; artifacts in the container.",
+    )
+    p.add_argument("--version", action="version", version=f"cleanroom {__version__}")
+    p.add_argument("--repo", metavar="PATH", help="the repository (default: found from the current folder)")
+    p.add_argument("--config", metavar="PATH", help="config file (default: REPO/cleanroom.toml)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    s = sub.add_parser("select", help="write pyproject.toml from a variant (binary or source)",
+                       description="Write the root pyproject.toml (a generated artifact) from pyproject.VARIANT.toml.")
+    s.add_argument("variant", help="binary or source")
+    s.add_argument("--without", action="append", default=[], metavar="GROUP",
+                   help="leave an optional dependency group (and sources only it uses) out; repeatable")
+    s.add_argument("--index-url", metavar="URL",
+                   help="use this simple-API index as Poetry's primary source (default: $CLEANROOM_INDEX_URL)")
+    s.add_argument("--force", action="store_true", help="overwrite a hand-edited pyproject.toml")
+    s.add_argument("--dry-run", action="store_true", help="print what would be written")
+    s.set_defaults(handler=cmd_select)
+
+    v = sub.add_parser("verify", help="check every rule of the doctrine",
+                       description="Check every rule of the build-artifact doctrine; exit 1 on findings.")
+    v.add_argument("--json", action="store_true", help="JSON report (same as --format json)")
+    v.add_argument("--format", choices=("text", "json", "github"), default="text")
+    v.set_defaults(handler=cmd_verify)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        ws = Workspace.load(args.repo, args.config)
+        handler: Handler = args.handler
+        return handler(ws, args)
+    except CleanroomError as exc:
+        print(f"cleanroom {args.command}: error: {exc.message}", file=sys.stderr)
+        if exc.detail:
+            print(exc.detail.rstrip("\n"), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"cleanroom {args.command}: interrupted", file=sys.stderr)
+        return 130

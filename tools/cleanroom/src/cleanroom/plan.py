@@ -1,0 +1,155 @@
+"""Plans: a workflow step is a pure function from config to a list of small actions.
+
+One runner (:func:`execute`) carries them out; with ``dry_run=True`` it only prints them. Tests
+assert on the plans themselves, so most of the engine is testable without Docker.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Union
+
+from .errors import StepFailed, ToolMissing
+
+
+@dataclass(frozen=True)
+class Run:
+    """Run a command. ``env`` is added to the current environment; ``log`` captures output."""
+
+    argv: tuple[str, ...]
+    cwd: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    desc: str = ""
+    check: bool = True
+    log: Path | None = None
+
+    def show(self) -> str:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        cmd = shlex.join(self.argv)
+        where = f" (in {self.cwd})" if self.cwd else ""
+        return f"run: {env + ' ' if env else ''}{cmd}{where}"
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    """Write a file atomically (temporary file beside it, then rename)."""
+
+    path: Path
+    content: str | bytes
+    desc: str = ""
+
+    def show(self) -> str:
+        return f"write: {self.path}" + (f" ({self.desc})" if self.desc else "")
+
+
+@dataclass(frozen=True)
+class Remove:
+    """Remove a file, a symlink (as a link) or a folder tree; missing is fine."""
+
+    path: Path
+    desc: str = ""
+
+    def show(self) -> str:
+        return f"remove: {self.path}" + (f" ({self.desc})" if self.desc else "")
+
+
+@dataclass(frozen=True)
+class Call:
+    """An in-process step that is not a command or a file write (kept rare)."""
+
+    fn: Callable[[], None]
+    desc: str
+
+    def show(self) -> str:
+        return f"step: {self.desc}"
+
+
+Action = Union[Run, WriteFile, Remove, Call]
+Plan = list[Action]
+
+
+def atomic_write(path: Path, content: str | bytes) -> None:
+    """Write ``content`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    data = content.encode() if isinstance(content, str) else content
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            shutil.copymode(path, tmp)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_path(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def run_command(action: Run, out: IO[str] | None = None) -> int:
+    """Run one command, streaming its output (and teeing it to ``action.log`` when set)."""
+    env = {**os.environ, **action.env}
+    try:
+        if action.log is None:
+            proc = subprocess.run(list(action.argv), cwd=action.cwd, env=env, check=False)
+            rc = proc.returncode
+        else:
+            action.log.parent.mkdir(parents=True, exist_ok=True)
+            stream = out or sys.stdout
+            with action.log.open("w", encoding="utf-8", errors="replace") as log:
+                p = subprocess.Popen(
+                    list(action.argv),
+                    cwd=action.cwd,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    errors="replace",
+                    bufsize=1,
+                )
+                assert p.stdout is not None
+                for line in p.stdout:
+                    log.write(line)
+                    stream.write(line)
+                    stream.flush()
+                rc = p.wait()
+    except FileNotFoundError as exc:
+        raise ToolMissing(f"{action.argv[0]}: command not found ({exc.strerror})") from None
+    if action.check and rc != 0:
+        where = f"; its output is in {action.log}" if action.log else ""
+        raise StepFailed(f"command failed with exit code {rc}: {shlex.join(action.argv)}{where}")
+    return rc
+
+
+def execute(plan: Sequence[Action], *, dry_run: bool = False, out: IO[str] | None = None) -> None:
+    """Carry out ``plan`` in order; with ``dry_run`` print each action instead."""
+    stream = out or sys.stdout
+    for action in plan:
+        if dry_run:
+            print(f"[dry-run] {action.show()}", file=stream)
+            continue
+        if isinstance(action, Run):
+            run_command(action, out)
+        elif isinstance(action, WriteFile):
+            atomic_write(action.path, action.content)
+        elif isinstance(action, Remove):
+            remove_path(action.path)
+        else:
+            action.fn()

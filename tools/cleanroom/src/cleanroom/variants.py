@@ -1,0 +1,264 @@
+"""Pyproject variants: load them, select one into the root ``pyproject.toml``, and find drift.
+
+``select`` writes the root ``pyproject.toml`` (a build artifact) from ``pyproject.<variant>.toml``
+with tomlkit, so comments and order survive. Its first line is a stamp saying the file is
+generated, from which variant, and not to edit it; the stamp also carries a digest of the body so
+that a later ``select`` can tell its own output from a hand edit, which it refuses to clobber.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+from tomlkit.exceptions import ParseError
+from tomlkit.items import AoT, Table
+from tomlkit.toml_document import TOMLDocument
+
+from .config import Config
+from .errors import BadInput
+from .plan import Plan, WriteFile
+
+VARIANTS = ("binary", "source")
+INDEX_SOURCE_NAME = "cleanroom-index"
+_DIGEST_RE = re.compile(r"^# cleanroom-digest: sha256:([0-9a-f]{64})$", re.M)
+
+
+def load_variant(repo: Path, cfg: Config, name: str) -> tuple[Path, TOMLDocument]:
+    """Parse ``pyproject.<name>.toml``; a missing or malformed file is a one-line BadInput."""
+    if name not in VARIANTS:
+        raise BadInput(f"unknown variant '{name}' (expected one of: {', '.join(VARIANTS)})")
+    path = repo / cfg.variants.path_of(name)
+    return path, parse_toml_file(path)
+
+
+def parse_toml_file(path: Path) -> TOMLDocument:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read: {exc}") from None
+    try:
+        return tomlkit.parse(text)
+    except ParseError as exc:
+        raise BadInput(f"{path}:{exc.line}:{exc.col}: not valid TOML: {exc}") from None
+
+
+def _get(doc: Any, dotted: str) -> Any:
+    node = doc
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _dependency_tables(doc: Any) -> Iterator[tuple[str, Any]]:
+    poetry = _get(doc, "tool.poetry") or {}
+    if isinstance(poetry.get("dependencies"), dict):
+        yield "main", poetry["dependencies"]
+    for gname, group in (poetry.get("group") or {}).items():
+        if isinstance(group, dict) and isinstance(group.get("dependencies"), dict):
+            yield gname, group["dependencies"]
+
+
+def _sources_used(deps: Any) -> set[str]:
+    used: set[str] = set()
+    for spec in deps.values():
+        specs = spec if isinstance(spec, list) else [spec]
+        for s in specs:
+            if isinstance(s, dict) and isinstance(s.get("source"), str):
+                used.add(s["source"])
+    return used
+
+
+def drop_groups(doc: TOMLDocument, groups: Sequence[str], file: Path) -> list[str]:
+    """Remove optional dependency groups and the package sources only they used.
+
+    Returns the names of the sources removed.
+    """
+    poetry = _get(doc, "tool.poetry")
+    all_groups = poetry.get("group", {}) if isinstance(poetry, dict) else {}
+    for g in groups:
+        if g not in all_groups:
+            known = ", ".join(all_groups) or "none"
+            raise BadInput(f"{file}: no dependency group '{g}' (groups: {known})")
+        if not all_groups[g].get("optional", False):
+            raise BadInput(f"{file}: group '{g}' is not optional; only optional groups can be left out")
+    dropped_use: set[str] = set()
+    for g in groups:
+        dropped_use |= _sources_used(all_groups[g].get("dependencies", {}))
+        del all_groups[g]
+    if not all_groups and isinstance(poetry, dict) and "group" in poetry:
+        del poetry["group"]
+    still_used: set[str] = set()
+    for _, deps in _dependency_tables(doc):
+        still_used |= _sources_used(deps)
+    removed: list[str] = []
+    sources = poetry.get("source") if isinstance(poetry, dict) else None
+    if isinstance(sources, AoT | list):
+        keep = [s for s in sources if s.get("name") not in (dropped_use - still_used)]
+        removed = [s.get("name") for s in sources if s.get("name") in (dropped_use - still_used)]
+        if removed:
+            if keep:
+                new = tomlkit.aot()
+                for s in keep:
+                    new.append(s)
+                poetry["source"] = new
+            else:
+                del poetry["source"]
+    return removed
+
+
+def add_index_source(doc: TOMLDocument, url: str) -> None:
+    """Make ``url`` (a simple-API index) Poetry's primary source, ahead of any others."""
+    poetry = doc.setdefault("tool", tomlkit.table(True)).setdefault("poetry", tomlkit.table())
+    src = tomlkit.table()
+    src["name"] = INDEX_SOURCE_NAME
+    src["url"] = url
+    src["priority"] = "primary"
+    existing = poetry.get("source")
+    new = tomlkit.aot()
+    new.append(src)
+    if isinstance(existing, AoT | list):
+        for s in existing:
+            new.append(s)
+        del poetry["source"]
+    poetry["source"] = new
+
+
+def digest(body: str) -> str:
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Selection:
+    variant: str
+    variant_file: str
+    without: tuple[str, ...]
+    index_url: str | None
+    content: str
+
+
+def render(repo: Path, cfg: Config, variant: str, without: Sequence[str] = (),
+           index_url: str | None = None) -> Selection:
+    """Build the generated ``pyproject.toml`` text (pure: reads the variant, writes nothing)."""
+    path, doc = load_variant(repo, cfg, variant)
+    removed = drop_groups(doc, list(dict.fromkeys(without)), path) if without else []
+    if index_url:
+        add_index_source(doc, index_url)
+    body = tomlkit.dumps(doc)
+    rel = cfg.variants.path_of(variant)
+    notes = []
+    if without:
+        notes.append("without group(s): " + ", ".join(without))
+        if removed:
+            notes.append("dropped source(s): " + ", ".join(removed))
+    if index_url:
+        notes.append(f"primary index from CLEANROOM_INDEX_URL: {index_url}")
+    cmd = f"cleanroom select {variant}" + "".join(f" --without {g}" for g in without)
+    stamp = (
+        f"# GENERATED by `{cmd}` from {rel} -- DO NOT EDIT: edit {rel} and select again."
+        + (f" ({'; '.join(notes)})" if notes else "")
+        + "\n"
+        + f"# cleanroom-digest: sha256:{digest(body)}\n"
+    )
+    return Selection(variant, rel, tuple(without), index_url, stamp + body)
+
+
+def written_by_select(text: str) -> bool:
+    """True when ``text`` is exactly what some ``select`` wrote (its digest matches its body)."""
+    lines = text.split("\n", 2)
+    if len(lines) < 3 or not lines[0].startswith("# GENERATED by `cleanroom select"):
+        return False
+    m = _DIGEST_RE.match(lines[1])
+    return bool(m) and m.group(1) == digest(lines[2])
+
+
+def select_plan(repo: Path, cfg: Config, variant: str, without: Sequence[str] = (),
+                index_url: str | None = None, force: bool = False) -> tuple[Selection, Plan]:
+    """Plan the write of the root ``pyproject.toml``; refuses to clobber a hand edit."""
+    sel = render(repo, cfg, variant, without, index_url)
+    target = repo / cfg.variants.target
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise BadInput(f"{target}: exists and is not a regular file; remove it first")
+    if target.exists() and not force:
+        try:
+            current = target.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"{target}: cannot read: {exc}") from None
+        if current != sel.content and not written_by_select(current):
+            diff = "".join(
+                difflib.unified_diff(
+                    current.splitlines(keepends=True),
+                    sel.content.splitlines(keepends=True),
+                    fromfile=f"{cfg.variants.target} (now)",
+                    tofile=f"{cfg.variants.target} (select {variant})",
+                )
+            )
+            raise BadInput(
+                f"{target} was edited by hand (it is not what `cleanroom select` wrote); "
+                f"refusing to overwrite it. Move your change into {sel.variant_file}, "
+                "or pass --force to discard it",
+                detail=diff,
+            )
+    return sel, [WriteFile(target, sel.content, f"from {sel.variant_file}")]
+
+
+# ---------------------------------------------------------------------------------- drift
+
+
+@dataclass(frozen=True)
+class Drift:
+    key: str
+    binary: Any
+    source: Any
+
+
+_MISSING = "<missing>"
+
+
+def _flatten(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict) and not isinstance(node, list):
+        for k, v in node.items():
+            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    else:
+        yield prefix, _plain(node)
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, Table | dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list | AoT):
+        return [_plain(v) for v in node]
+    if hasattr(node, "unwrap"):
+        return node.unwrap()
+    return node
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def find_drift(repo: Path, cfg: Config) -> list[Drift]:
+    """Every key path under the shared sections whose value differs between the variants."""
+    _, bdoc = load_variant(repo, cfg, "binary")
+    _, sdoc = load_variant(repo, cfg, "source")
+    out: list[Drift] = []
+    for section in cfg.variants.shared:
+        b = dict(_flatten(_get(bdoc, section), section)) if _get(bdoc, section) is not None else {}
+        s = dict(_flatten(_get(sdoc, section), section)) if _get(sdoc, section) is not None else {}
+        for key in sorted(set(b) | set(s)):
+            if _under(key, cfg.variants.may_differ):
+                continue
+            bv, sv = b.get(key, _MISSING), s.get(key, _MISSING)
+            if bv != sv:
+                out.append(Drift(key, bv, sv))
+    return out
