@@ -42,10 +42,25 @@ def cmd_select(ws: Workspace, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(ws: Workspace, args: argparse.Namespace) -> int:
-    from .findings import render_github, render_json, render_text
-    from .verify import run_verify
+    from pathlib import Path
 
-    findings, checked = run_verify(ws.repo, ws.cfg)
+    from .findings import render_github, render_json, render_text
+    from .verify import fix, run_verify
+    from .workspace import in_container
+
+    if args.fix:
+        written = fix(ws.repo, ws.cfg, dry_run=args.dry_run)
+        for line in written:
+            print(f"verify --fix: {'would ' if args.dry_run else ''}{line}")
+        if not written:
+            print("verify --fix: no ignore rules missing")
+    out_dir = Path(args.out) if args.out else (Path(ws.cfg.proto.out) if in_container() else None)
+    findings, checked = run_verify(ws.repo, ws.cfg, out_dir=out_dir, check_generated=out_dir is not None)
+    if args.engine:
+        from .engine_context import engine_findings
+
+        findings += engine_findings(ws.repo, ws.cfg)
+        checked.append("engine-context-diff")
     fmt = "json" if args.json else args.format
     render = {"text": render_text, "json": render_json, "github": render_github}[fmt]
     print(render(findings, checked))
@@ -81,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Check every rule of the build-artifact doctrine; exit 1 on findings.")
     v.add_argument("--json", action="store_true", help="JSON report (same as --format json)")
     v.add_argument("--format", choices=("text", "json", "github"), default="text")
+    v.add_argument("--out", metavar="DIR",
+                   help="also check the generated protobuf package under DIR (default inside the container: [proto] out)")
+    v.add_argument("--fix", action="store_true",
+                   help="add missing ignore rules to a managed block in .gitignore/.dockerignore (never deletes or untracks)")
+    v.add_argument("--dry-run", action="store_true", help="with --fix: show what would be written")
+    v.add_argument("--engine", action="store_true",
+                   help="also ask the Docker engine what each build context holds and report differences")
     v.set_defaults(handler=cmd_verify)
     return p
 
