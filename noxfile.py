@@ -26,8 +26,9 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Ruff and mypy (strict) on the engine."""
     _engine(session, "lint")
-    session.run("ruff", "check", f"{ENGINE}/src", "noxfile.py", "tasks.py")
-    session.run("mypy", "--strict", f"{ENGINE}/src/cleanroom")
+    cfg = f"{ENGINE}/pyproject.toml"
+    session.run("ruff", "check", "--config", cfg, f"{ENGINE}/src", "noxfile.py", "tasks.py")
+    session.run("mypy", "--config-file", cfg, f"{ENGINE}/src/cleanroom")
 
 
 @nox.session

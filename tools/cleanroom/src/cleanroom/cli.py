@@ -67,6 +67,17 @@ def cmd_verify(ws: Workspace, args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if findings else EXIT_OK
 
 
+def cmd_proto(ws: Workspace, args: argparse.Namespace) -> int:
+    from .proto import generate, render_check, status
+
+    if args.check:
+        st = status(ws, args.out)
+        print(render_check(st))
+        return EXIT_OK if st.current else EXIT_FINDINGS
+    print(generate(ws, args.out, pth=args.pth, dry_run=args.dry_run))
+    return EXIT_OK
+
+
 # -------------------------------------------------------------------------------- parser
 
 
@@ -104,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--engine", action="store_true",
                    help="also ask the Docker engine what each build context holds and report differences")
     v.set_defaults(handler=cmd_verify)
+
+    pr = sub.add_parser("proto", help="generate the protobuf package (incremental, atomic)",
+                        description="Generate *_pb2.py, *_pb2.pyi and *_pb2_grpc.py from [proto] sources "
+                        "into the package [proto] package under DIR; 'up to date' when nothing changed.")
+    pr.add_argument("--out", metavar="DIR",
+                    help="output folder (default: [proto] out in the container, [proto] host_out on the host)")
+    pr.add_argument("--check", action="store_true",
+                    help="only check: exit 0 when current, 1 when missing or stale (naming why)")
+    pr.add_argument("--pth", action="store_true",
+                    help="also write a .pth into this interpreter's site-packages putting DIR on sys.path")
+    pr.add_argument("--dry-run", action="store_true", help="print the plan")
+    pr.set_defaults(handler=cmd_proto)
     return p
 
 

@@ -8,7 +8,7 @@ file, the key and what was expected.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -182,7 +182,8 @@ def _build(cls: type, table: dict[str, Any], where: str, file: Path) -> Any:
         f.name
         for f in fields(cls)
         if f.name not in kwargs
-        and f.default is f.default_factory  # type: ignore[misc]  # both MISSING: required
+        and f.default is MISSING
+        and f.default_factory is MISSING
     ]
     if missing:
         raise ConfigError(f"{file}: {where}: missing required key '{missing[0]}'")

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Union
+from typing import IO
 
 from .errors import StepFailed, ToolMissing
 
@@ -72,7 +72,7 @@ class Call:
         return f"step: {self.desc}"
 
 
-Action = Union[Run, WriteFile, Remove, Call]
+Action = Run | WriteFile | Remove | Call
 Plan = list[Action]
 
 

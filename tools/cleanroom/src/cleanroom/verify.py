@@ -295,18 +295,16 @@ def rule_generated(ctx: VerifyContext) -> Iterator[Finding]:
     if not ctx.check_generated or ctx.out_dir is None:
         return
     from . import proto
+    from .workspace import Workspace
 
-    pkg_dir = ctx.out_dir / ctx.cfg.proto.package
-    reasons = proto.check(ctx.repo, ctx.cfg, ctx.out_dir)
-    if not reasons:
+    st = proto.status(Workspace(ctx.repo, ctx.cfg), ctx.out_dir)
+    if st.current:
         return
-    missing = not pkg_dir.is_dir() or any("missing" in r for r in reasons) and not any(
-        "changed" in r or "added" in r or "removed" in r for r in reasons)
     yield Finding(
-        "generated-missing" if missing else "generated-stale",
-        str(pkg_dir),
-        ("the generated protobuf package is missing" if missing
-         else "the generated protobuf package does not match the sources") + ": " + "; ".join(reasons),
+        "generated-missing" if st.missing else "generated-stale",
+        str(st.target.package_dir),
+        ("the generated protobuf package is missing" if st.missing
+         else "the generated protobuf package does not match the sources") + ": " + "; ".join(st.reasons),
         f"cleanroom proto --out {ctx.out_dir}",
     )
 

@@ -30,7 +30,7 @@ class Workspace:
     cfg: Config
 
     @classmethod
-    def load(cls, repo: str | Path | None = None, config: str | Path | None = None) -> "Workspace":
+    def load(cls, repo: str | Path | None = None, config: str | Path | None = None) -> Workspace:
         if repo is not None:
             root = Path(repo).expanduser()
             if not root.is_dir():
