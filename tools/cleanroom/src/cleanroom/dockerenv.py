@@ -1,0 +1,148 @@
+"""What the Docker side of this machine offers: client, engine, builder, Compose, GPU runtime.
+
+Measured facts this module encodes (DESIGN.md): a recent docker client without the buildx
+plugin refuses BuildKit builds and falls back to the classic builder only with BuildKit off;
+Debian's older client (< 23) builds with BuildKit natively when DOCKER_BUILDKIT=1. Compose v2
+(``docker compose``) is preferred; v1 (``docker-compose``) is supported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+
+from .errors import ToolMissing
+
+SETUP_HINT = "run `docker/setup-engine` (installs and starts Debian's Docker engine and Compose)"
+
+
+def _out(argv: list[str], env: dict[str, str] | None = None, timeout: float = 20) -> tuple[int, str]:
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                           env={**os.environ, **(env or {})})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 127, str(exc)
+    return p.returncode, (p.stdout + p.stderr).strip()
+
+
+def _all_clients() -> list[str]:
+    seen: list[str] = []
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        p = os.path.join(d, "docker")
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            real = os.path.realpath(p)
+            if real not in (os.path.realpath(s) for s in seen):
+                seen.append(p)
+    return seen
+
+
+def _client_major(client: str) -> int:
+    rc, out = _out([client, "version", "--format", "{{.Client.Version}}"])
+    try:
+        return int(out.splitlines()[0].split(".")[0]) if out else 0
+    except (ValueError, IndexError):
+        return 0
+
+
+@dataclass(frozen=True)
+class Builder:
+    name: str  # "buildkit" or "classic"
+    client: str  # the docker binary that builds
+    env: tuple[tuple[str, str], ...]  # what to set for it
+
+    def environ(self) -> dict[str, str]:
+        return dict(self.env)
+
+
+@dataclass(frozen=True)
+class DockerEnv:
+    client: str | None
+    server_version: str | None
+    server_error: str
+    builders: tuple[Builder, ...]  # usable builders, preferred first
+    compose: tuple[str, ...] | None
+    compose_version: str
+    runtimes: tuple[str, ...]
+    cdi_gpu: bool
+
+    @property
+    def builder(self) -> Builder | None:
+        want = os.environ.get("CLEANROOM_BUILDER")
+        for b in self.builders:
+            if want in (None, "", b.name):
+                return b
+        return self.builders[0] if self.builders else None
+
+    @property
+    def gpu(self) -> bool:
+        return "nvidia" in self.runtimes or self.cdi_gpu
+
+    @property
+    def compose_label(self) -> str:
+        if not self.compose:
+            return "none"
+        return ("v2 " if self.compose[-1] == "compose" else "v1 ") + self.compose_version
+
+
+@cache
+def probe() -> DockerEnv:
+    clients = _all_clients()
+    client = clients[0] if clients else None
+    server_version, server_error = None, "no docker client on PATH"
+    runtimes: tuple[str, ...] = ()
+    cdi = False
+    builders: list[Builder] = []
+    compose: tuple[str, ...] | None = None
+    compose_version = ""
+    if client:
+        rc, out = _out([client, "info", "--format", "{{json .}}"])
+        if rc == 0:
+            try:
+                info = json.loads(out.splitlines()[-1])
+            except (json.JSONDecodeError, IndexError):
+                info = {}
+            server_version = str(info.get("ServerVersion") or "") or None
+            runtimes = tuple(sorted((info.get("Runtimes") or {}).keys()))
+            cdi = "nvidia.com/gpu" in json.dumps(info.get("DiscoveredDevices") or [])
+            server_error = "" if server_version else out[-300:]
+        else:
+            server_error = out.splitlines()[-1] if out else f"docker info exited {rc}"
+        for c in clients:
+            if _out([c, "buildx", "version"])[0] == 0:
+                builders.append(Builder("buildkit", c, (("DOCKER_BUILDKIT", "1"),)))
+                break
+            if 0 < _client_major(c) < 23:
+                builders.append(Builder("buildkit", c, (("DOCKER_BUILDKIT", "1"),)))
+                break
+        builders.append(Builder("classic", client, (("DOCKER_BUILDKIT", "0"),)))
+        for c in clients:
+            rc, out = _out([c, "compose", "version", "--short"])
+            if rc == 0:
+                compose, compose_version = (c, "compose"), out.splitlines()[0]
+                break
+    if compose is None and shutil.which("docker-compose"):
+        rc, out = _out(["docker-compose", "version", "--short"])
+        if rc == 0:
+            compose, compose_version = ("docker-compose",), out.splitlines()[0]
+    return DockerEnv(client, server_version, server_error, tuple(builders), compose,
+                     compose_version, runtimes, cdi)
+
+
+def require_engine(need_compose: bool = False) -> DockerEnv:
+    """The Docker env, or ToolMissing (exit 3) naming what is missing and how to get it."""
+    env = probe()
+    if env.client is None:
+        raise ToolMissing(f"no docker client found on PATH; {SETUP_HINT}")
+    if env.server_version is None:
+        raise ToolMissing(f"the Docker engine does not answer ({env.server_error}); {SETUP_HINT}")
+    if need_compose and env.compose is None:
+        raise ToolMissing(f"neither `docker compose` (v2) nor `docker-compose` (v1) is installed; {SETUP_HINT}")
+    return env
+
+
+def engine_answers() -> bool:
+    return probe().server_version is not None
