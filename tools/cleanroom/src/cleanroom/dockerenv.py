@@ -41,11 +41,12 @@ def _all_clients() -> list[str]:
 
 
 def _client_major(client: str) -> int:
-    rc, out = _out([client, "version", "--format", "{{.Client.Version}}"])
-    try:
-        return int(out.splitlines()[0].split(".")[0]) if out else 0
-    except (ValueError, IndexError):
-        return 0
+    """The client's major version from ``docker --version`` (client-only: no server round trip)."""
+    import re
+
+    rc, out = _out([client, "--version"])
+    m = re.search(r"version (\d+)\.", out)
+    return int(m.group(1)) if rc == 0 and m else 0
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,10 @@ class DockerEnv:
     def compose_label(self) -> str:
         if not self.compose:
             return "none"
-        return ("v2 " if self.compose[-1] == "compose" else "v1 ") + self.compose_version
+        if self.compose[-1] == "compose":
+            return f"v2 {self.compose_version}"
+        rc, out = _out([*self.compose, "version", "--short"])
+        return "v1 " + (out.splitlines()[0] if rc == 0 and out else "(version unknown)")
 
 
 @cache
@@ -125,9 +129,9 @@ def probe() -> DockerEnv:
                 compose, compose_version = (c, "compose"), out.splitlines()[0]
                 break
     if compose is None and shutil.which("docker-compose"):
-        rc, out = _out(["docker-compose", "version", "--short"])
-        if rc == 0:
-            compose, compose_version = ("docker-compose",), out.splitlines()[0]
+        # Compose v1 is a Python program: asking its version costs half a second, so it is
+        # asked only when shown (compose_label).
+        compose, compose_version = ("docker-compose",), ""
     return DockerEnv(client, server_version, server_error, tuple(builders), compose,
                      compose_version, runtimes, cdi)
 

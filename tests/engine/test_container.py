@@ -1,0 +1,207 @@
+"""The container pipeline with the real Docker engine (skipped, with the reason, without one).
+
+The pipeline runs on a copy of this checkout under its own compose project, so it never
+touches a developer's running app container; Docker's layer cache is shared, so only the first
+build of a machine is slow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import ENGINE_SRC, ROOT, cli, git
+
+from cleanroom.dockerenv import engine_answers
+
+needs_engine = pytest.mark.skipif(
+    not engine_answers(),
+    reason="no Docker engine answers (`docker info` fails); run docker/setup-engine to enable these tests",
+)
+
+PROJECT = f"cleanroom-test-{os.getpid()}"
+BUILD_TIMEOUT = 1800
+
+
+def copy_checkout(dest: Path) -> Path:
+    """Tracked and untracked-but-not-ignored files of this checkout, committed in a new repo."""
+    files = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if not src.exists() and not src.is_symlink():
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / rel, follow_symlinks=False)
+    cfg = dest / "cleanroom.toml"
+    cfg.write_text(cfg.read_text().replace('service = "spectralmc"', f'service = "spectralmc"\nproject = "{PROJECT}"'))
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "copy")
+    return dest
+
+
+def compose(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    from cleanroom.container import compose_argv
+    from cleanroom.dockerenv import probe
+    from cleanroom.workspace import Workspace
+
+    argv = compose_argv(Workspace.load(repo), probe(), False)
+    env = {**os.environ, "CLEANROOM_IMAGE": f"{PROJECT}/spectralmc:binary"}
+    return subprocess.run([*argv, *args], capture_output=True, text=True, check=False, env=env)
+
+
+def in_app(repo: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
+    return compose(repo, "exec", "-T", "spectralmc", *cmd)
+
+
+@pytest.fixture(scope="module")
+def app_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    repo = copy_checkout(tmp_path_factory.mktemp("app") / "repo")
+    yield repo
+    compose(repo, "down", "--remove-orphans")
+    subprocess.run(["docker", "image", "rm", "-f", f"{PROJECT}/spectralmc:binary",
+                    f"{PROJECT}/spectralmc:source"], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def built(app_repo: Path) -> tuple[Path, str]:
+    r = cli("build", "binary", cwd=app_repo, timeout=BUILD_TIMEOUT)
+    assert r.rc == 0, r.text[-4000:]
+    return app_repo, r.text
+
+
+@needs_engine
+def test_build_binary_end_to_end(built: tuple[Path, str]) -> None:
+    repo, out = built
+    for i, stage in enumerate(("engine", "select", "base", "build", "up", "test-all", "verify"), 1):
+        assert f"==> [{i}/7] {stage}" in out and f"<== {stage} ok" in out
+    from cleanroom.dockerenv import probe
+
+    if not probe().gpu:
+        assert "no GPU runtime, running on CPU" in out
+    assert "all 7 stages ok" in out
+    ls = in_app(repo, "sh", "-c", "ls /opt/spectralmc_proto/*_pb2.py")
+    assert ls.returncode == 0 and "common_pb2.py" in ls.stdout
+    imp = in_app(repo, "env", "PYTHONPATH=", "python3", "-c", "import spectralmc_proto, sys; print(spectralmc_proto.__file__)")
+    assert imp.returncode == 0, imp.stderr
+    assert imp.stdout.startswith("/opt/spectralmc_proto/")
+    log = in_app(repo, "cat", "/tmp/test-output.txt").stdout
+    assert re.search(r"\b\d+ passed\b", log), log[-2000:]
+    assert in_app(repo, "test", "-s", "/tmp/test-output.xml").returncode == 0
+    # the summary line names the log; nothing leaked to the host
+    assert "full output in /tmp/test-output.txt" in out
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+@needs_engine
+def test_no_caches_in_bind_mounted_sources(built: tuple[Path, str]) -> None:
+    repo, _ = built
+    leaked = [p for p in repo.rglob("*") if p.name in ("__pycache__", ".pytest_cache") or p.suffix == ".pyc"]
+    assert leaked == []
+
+
+@needs_engine
+def test_daily_tasks_from_the_host(built: tuple[Path, str]) -> None:
+    repo, _ = built
+    r = cli("test-all", "--", "-k", "black_scholes_known", cwd=repo, timeout=300)
+    assert r.rc == 0, r.text
+    assert re.search(r"\b1 passed\b", r.out) and "test-all: passed" in r.out
+    env = {**os.environ, "PYTHONPATH": str(ENGINE_SRC)}
+    inv = subprocess.run([sys.executable, "-m", "invoke", "test-all", "--", "-k", "parity"], cwd=repo,
+                         capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert inv.returncode == 0, inv.stdout + inv.stderr
+    assert re.search(r"\b1 passed\b", inv.stdout)
+    v = subprocess.run([sys.executable, "-m", "invoke", "verify"], cwd=repo, capture_output=True,
+                       text=True, env=env, timeout=300, check=False)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert "running in the app container" in v.stdout and "verify: clean" in v.stdout
+    p = subprocess.run([sys.executable, "-m", "invoke", "proto"], cwd=repo, capture_output=True,
+                       text=True, env=env, timeout=300, check=False)
+    assert p.returncode == 0 and "up to date" in p.stdout, p.stdout + p.stderr
+
+
+@needs_engine
+def test_failing_test_keeps_pytest_exit_code(built: tuple[Path, str]) -> None:
+    repo, _ = built
+    r = cli("test-all", "--", "-k", "no_such_test_anywhere", cwd=repo, timeout=300)
+    assert r.rc == 5 and "no tests collected" in r.out
+
+
+@needs_engine
+def test_build_stage_failure_names_stage_and_log(app_repo: Path) -> None:
+    broken = app_repo / "docker" / "Dockerfile.broken"
+    broken.write_text((app_repo / "docker" / "Dockerfile").read_text().replace(
+        "WORKDIR /app", "RUN echo 'deliberate failure' && false\nWORKDIR /app"))
+    cfg = app_repo / "broken.toml"
+    cfg.write_text((app_repo / "cleanroom.toml").read_text().replace(
+        'service = "spectralmc"', 'service = "spectralmc"\nbinary_dockerfile = "docker/Dockerfile.broken"'))
+    try:
+        r = cli("--config", str(cfg), "build", "binary", cwd=app_repo, timeout=BUILD_TIMEOUT)
+        assert r.rc == 1, r.text[-3000:]
+        assert "stage 'build' failed" in r.err
+        log = app_repo / ".cleanroom" / "logs" / "binary-build.log"
+        assert str(log) in r.err and "deliberate failure" in log.read_text()
+        assert "==> [5/7] up" not in r.out
+    finally:
+        broken.unlink()
+        cfg.unlink()
+
+
+@needs_engine
+def test_build_source_compiles_native_dependency(app_repo: Path, built: tuple[Path, str]) -> None:
+    r = cli("build", "source", "--no-tests", cwd=app_repo, timeout=BUILD_TIMEOUT,
+            env={"CLEANROOM_NATIVE_FROM_SOURCE": "markupsafe==3.0.2"})
+    assert r.rc == 0, r.text[-4000:]
+    assert "==> [6/6] verify" in r.out and "test-all" not in r.out.split("==>")[-1]
+    log = (app_repo / ".cleanroom" / "logs" / "source-build.log").read_text()
+    assert "compiling from source: markupsafe==3.0.2" in log
+    # compiled here from the sdist, not downloaded as a wheel: the compiler ran
+    assert re.search(r"gcc .*_speedups\.c", log), log[-3000:]
+    probe = in_app(app_repo, "python", "-c", "import markupsafe, markupsafe._speedups as s; print(s.__file__)")
+    assert probe.returncode == 0 and probe.stdout.strip().endswith(".so"), probe.stderr
+    sel = in_app(app_repo, "head", "-1", "/app/pyproject.toml").stdout
+    assert "pyproject.source.toml" in sel and "local wheels" in sel
+
+
+@needs_engine
+def test_interrupt_never_leaves_half_created_container(app_repo: Path, built: tuple[Path, str]) -> None:
+    from cleanroom.container import Pipeline
+    from cleanroom.dockerenv import probe
+    from cleanroom.workspace import Workspace
+
+    compose(app_repo, "down")
+    c = compose(app_repo, "up", "--no-start", "--no-build")
+    assert c.returncode == 0, c.stderr
+    p = Pipeline(Workspace.load(app_repo), "binary")
+    p.env = probe()
+    msg = p.after_interrupt()
+    assert "removed the half-created app container" in msg
+    assert compose(app_repo, "ps", "-q").stdout.strip() == ""
+
+
+@needs_engine
+def test_down_then_tasks_say_how_to_start(app_repo: Path, built: tuple[Path, str]) -> None:
+    assert cli("down", cwd=app_repo).rc == 0
+    r = cli("test-all", cwd=app_repo)
+    assert r.rc == 3 and "not running" in r.err and "invoke up" in r.err
+
+
+def test_no_engine_exit_3_names_setup(repo: Path) -> None:
+    r = cli("build", "binary", cwd=repo, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert r.rc == 3, r.text
+    assert "docker/setup-engine" in r.err and "Traceback" not in r.text
+
+
+def test_no_docker_client_exit_3(repo: Path, tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python3").symlink_to(sys.executable)
+    r = cli("build", "binary", cwd=repo, env={"PATH": str(bindir)})
+    assert r.rc == 3 and "no docker client" in r.err

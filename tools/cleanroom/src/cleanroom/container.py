@@ -1,0 +1,406 @@
+"""The container pipeline: select, base, build, up, test-all, verify; and the daily-loop tasks
+that run inside the app container from the host.
+
+Every stage is announced, timed and logged under ``.cleanroom/logs`` (ignored by git). A failing
+stage stops the pipeline, names the stage and its log, and exits 1. Interrupting it leaves the
+app container either running or absent, never half-created, and says which.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .dockerenv import Builder, DockerEnv, require_engine
+from .errors import BadInput, CleanroomError, StepFailed, ToolMissing
+from .plan import Run, run_command
+from .workspace import Workspace, in_container
+
+DEFAULT_BASES = {
+    "binary": "nvidia/cuda:12.8.1-devel-ubuntu22.04",
+    "source": "nvidia/cuda:11.8.0-cudnn8-devel-ubuntu22.04",
+}
+OFFLINE_BASE = "cleanroom-base:offline"
+STAGES = ("engine", "select", "base", "build", "up", "test-all", "verify")
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------- settings
+
+
+def derive_index_url() -> tuple[str | None, str]:
+    """The simple-API index to use, and where it came from.
+
+    ``CLEANROOM_INDEX_URL`` wins (set but empty: none, Poetry's default source). Otherwise it is
+    derived at run time from pip's own configuration, falling back to pip's default index: the
+    per-version JSON API Poetry's default source needs is not served by every mirror.
+    """
+    if "CLEANROOM_INDEX_URL" in os.environ:
+        url = os.environ["CLEANROOM_INDEX_URL"].strip()
+        return (url or None), "CLEANROOM_INDEX_URL"
+    url = os.environ.get("PIP_INDEX_URL", "").strip()
+    if url:
+        return url, "PIP_INDEX_URL"
+    p = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.index-url"],
+                       capture_output=True, text=True, check=False)
+    if p.returncode == 0 and p.stdout.strip():
+        return p.stdout.strip(), "pip config global.index-url"
+    try:
+        from pip._internal.models.index import PyPI
+
+        return PyPI.simple_url, "pip's default index"
+    except ImportError:
+        return None, "none (pip not importable)"
+
+
+def native_from_source() -> str:
+    return os.environ.get("CLEANROOM_NATIVE_FROM_SOURCE", "")
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    variant: str
+    dockerfile: str
+    image: str
+    with_gpu: bool
+    gpu_runtime: bool
+    index_url: str | None
+    index_origin: str
+    native: str = ""
+
+    def compose_env(self, base: str) -> dict[str, str]:
+        return {
+            "CLEANROOM_IMAGE": self.image,
+            "CLEANROOM_DOCKERFILE": self.dockerfile,
+            "CLEANROOM_BASE_IMAGE": base,
+            "CLEANROOM_WITH_GPU": "true" if self.with_gpu else "false",
+        }
+
+
+def build_spec(ws: Workspace, variant: str, env: DockerEnv) -> BuildSpec:
+    if variant not in DEFAULT_BASES:
+        raise BadInput(f"unknown variant '{variant}' (expected one of: binary, source)")
+    d = ws.cfg.docker
+    dockerfile = d.binary_dockerfile if variant == "binary" else d.source_dockerfile
+    if not (ws.repo / dockerfile).is_file():
+        raise BadInput(f"{ws.repo / dockerfile}: Dockerfile not found (cleanroom.toml [docker])")
+    want_gpu = os.environ.get("CLEANROOM_WITH_GPU")
+    with_gpu = env.gpu if want_gpu in (None, "") else want_gpu == "true"
+    url, origin = derive_index_url()
+    return BuildSpec(variant, dockerfile, f"{d.project}/{d.service}:{variant}", with_gpu, env.gpu,
+                     url, origin, native_from_source() if variant == "source" else "")
+
+
+# ------------------------------------------------------------------------ compose
+
+
+def compose_argv(ws: Workspace, env: DockerEnv, gpu: bool) -> list[str]:
+    assert env.compose is not None
+    argv = [*env.compose, "-p", ws.cfg.docker.project, "-f", str(ws.repo / ws.cfg.docker.compose)]
+    if gpu:
+        argv += ["-f", str(ws.repo / ws.cfg.docker.gpu_overlay)]
+    return argv
+
+
+def _client() -> str:
+    import shutil
+
+    client = shutil.which("docker")
+    if client is None:
+        from .dockerenv import SETUP_HINT
+
+        raise ToolMissing(f"no docker client found on PATH; {SETUP_HINT}")
+    return client
+
+
+def find_container(ws: Workspace, running_only: bool = False) -> str | None:
+    """The app container's id, found by the labels Compose (v1 and v2) puts on it.
+
+    One ``docker ps`` call: much cheaper than ``compose ps`` (Compose v1 is a Python program),
+    which matters for the daily-loop tasks.
+    """
+    from .dockerenv import SETUP_HINT
+
+    argv = [_client(), "ps", "-q", "--no-trunc",
+            "--filter", f"label=com.docker.compose.project={ws.cfg.docker.project}",
+            "--filter", f"label=com.docker.compose.service={ws.cfg.docker.service}"]
+    if not running_only:
+        argv.insert(2, "-a")
+    p = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        why = (p.stderr.strip().splitlines() or [f"docker ps exited {p.returncode}"])[-1]
+        raise ToolMissing(f"the Docker engine does not answer ({why}); {SETUP_HINT}")
+    ids = p.stdout.split()
+    return ids[0] if ids else None
+
+
+def container_id(ws: Workspace, env: DockerEnv) -> str | None:
+    """The app container's id when it exists (running or not)."""
+    return find_container(ws)
+
+
+def container_state(env: DockerEnv, cid: str) -> str:
+    p = subprocess.run([env.client or _client(), "inspect", "-f", "{{.State.Status}}", cid],
+                       capture_output=True, text=True, check=False)
+    return p.stdout.strip() or "absent"
+
+
+def running_container(ws: Workspace, env: DockerEnv | None = None) -> str | None:
+    return find_container(ws, running_only=True)
+
+
+# ----------------------------------------------------------------------- pipeline
+
+
+@dataclass
+class Pipeline:
+    ws: Workspace
+    variant: str
+    tests: bool = True
+    rebuild: bool = False
+    until: str = "verify"
+    log_dir: Path = field(init=False)
+    env: DockerEnv | None = None
+    spec: BuildSpec | None = None
+    builder: Builder | None = None
+    base: str = ""
+    stage: str = ""
+
+    def __post_init__(self) -> None:
+        self.log_dir = self.ws.repo / ".cleanroom" / "logs"
+
+    def log(self, stage: str) -> Path:
+        return self.log_dir / f"{self.variant}-{stage}.log"
+
+    # each stage -------------------------------------------------------------
+    def s_engine(self) -> None:
+        self.env = require_engine(need_compose=True)
+        self.builder = self.env.builder
+        assert self.builder is not None
+        say(f"    engine {self.env.server_version}; compose {self.env.compose_label}; "
+            f"builder {self.builder.name} ({self.builder.client})")
+
+    def s_select(self) -> None:
+        from .variants import render
+
+        assert self.env is not None
+        self.spec = build_spec(self.ws, self.variant, self.env)
+        without = () if self.spec.with_gpu else ("gpu",)
+        sel = render(self.ws.repo, self.ws.cfg, self.variant, without, self.spec.index_url)
+        say(f"    variant {self.variant}: {sel.variant_file} -> pyproject.toml inside the image "
+            f"({'with' if self.spec.with_gpu else 'without'} the gpu group), {self.spec.dockerfile}")
+        if self.spec.index_url:
+            say(f"    package index: {self.spec.index_url} (from {self.spec.index_origin}; "
+                "set CLEANROOM_INDEX_URL to choose another, or to empty for Poetry's default)")
+        if self.spec.native:
+            say(f"    compiled from source into /opt/wheels: {self.spec.native}")
+
+    def s_base(self) -> None:
+        from .baseimage import ensure_base_image, image_exists
+
+        assert self.env is not None and self.env.client is not None
+        chosen = os.environ.get("CLEANROOM_BASE_IMAGE", "").strip()
+        if chosen:
+            say(f"    base image {chosen} (from CLEANROOM_BASE_IMAGE)")
+            self.base = chosen
+            return
+        default = DEFAULT_BASES[self.variant]
+        if image_exists(default):
+            say(f"    base image {default} (present)")
+            self.base = default
+            return
+        p = subprocess.run([self.env.client, "pull", "-q", default], capture_output=True,
+                           text=True, timeout=600, check=False)
+        if p.returncode == 0:
+            say(f"    base image {default} (pulled)")
+            self.base = default
+            return
+        reason = (p.stderr.strip().splitlines() or ["pull failed"])[-1][:160]
+        say(f"    base image {default} cannot be had (not present; pull failed: {reason}); "
+            f"using the offline base {OFFLINE_BASE}")
+        ensure_base_image(OFFLINE_BASE)
+        self.base = OFFLINE_BASE
+
+    def build_argv(self) -> list[str]:
+        assert self.spec is not None and self.builder is not None
+        s = self.spec
+        argv = [self.builder.client, "build", "-f", str(self.ws.repo / s.dockerfile), "-t", s.image,
+                "--build-arg", f"BASE_IMAGE={self.base}",
+                "--build-arg", f"VARIANT={s.variant}",
+                "--build-arg", f"WITH_GPU={'true' if s.with_gpu else 'false'}"]
+        if s.index_url:
+            argv += ["--build-arg", f"CLEANROOM_INDEX_URL={s.index_url}"]
+        if s.native:
+            argv += ["--build-arg", f"NATIVE_FROM_SOURCE={s.native}"]
+        if self.builder.name == "buildkit":
+            argv += ["--progress=plain"]
+        if self.rebuild:
+            argv += ["--no-cache"]
+        return [*argv, str(self.ws.repo)]
+
+    def s_build(self) -> None:
+        assert self.builder is not None
+        run_command(Run(tuple(self.build_argv()), env=self.builder.environ(), log=self.log("build")))
+
+    def s_up(self) -> None:
+        assert self.env is not None and self.spec is not None
+        if self.spec.gpu_runtime:
+            say(f"    GPU runtime detected ({', '.join(self.env.runtimes) or 'CDI'}): adding "
+                f"{self.ws.cfg.docker.gpu_overlay}")
+        else:
+            say("    no GPU runtime, running on CPU")
+        argv = [*compose_argv(self.ws, self.env, self.spec.gpu_runtime), "up", "-d", "--no-build"]
+        run_command(Run(tuple(argv), env=self.spec.compose_env(self.base), log=self.log("up")))
+        cid = container_id(self.ws, self.env)
+        state = container_state(self.env, cid) if cid else "absent"
+        if state != "running":
+            raise StepFailed(f"the app container is {state} after `up`; see `{' '.join(self.env.compose)} logs`")
+        say(f"    app container {cid[:12] if cid else ''} running")
+
+    def exec_argv(self, *cmd: str) -> list[str]:
+        cid = running_container(self.ws)
+        if cid is None:
+            raise StepFailed("the app container is not running")
+        return [_client(), "exec", "-i", cid, *cmd]
+
+    def s_test_all(self) -> None:
+        assert self.spec is not None
+        run_command(Run(tuple(self.exec_argv("test-all")), env=self.spec.compose_env(self.base),
+                        log=self.log("test-all")))
+
+    def s_verify(self) -> None:
+        assert self.spec is not None
+        argv = self.exec_argv("cleanroom", "--repo", "/workspace", "verify", "--out",
+                              self.ws.cfg.proto.out)
+        run_command(Run(tuple(argv), env=self.spec.compose_env(self.base), log=self.log("verify")))
+
+    # driver -------------------------------------------------------------------
+    def stages(self) -> list[tuple[str, Callable[[], None]]]:
+        all_stages = [
+            ("engine", self.s_engine), ("select", self.s_select), ("base", self.s_base),
+            ("build", self.s_build), ("up", self.s_up), ("test-all", self.s_test_all),
+            ("verify", self.s_verify),
+        ]
+        out = []
+        for name, fn in all_stages:
+            if name == "test-all" and not self.tests:
+                continue
+            out.append((name, fn))
+            if name == self.until:
+                break
+        return out
+
+    def run(self) -> int:
+        stages = self.stages()
+        start = time.monotonic()
+        label = f"build-{self.variant}"
+        try:
+            for i, (name, fn) in enumerate(stages, 1):
+                self.stage = name
+                say(f"==> [{i}/{len(stages)}] {name}")
+                t = time.monotonic()
+                try:
+                    fn()
+                except StepFailed as exc:
+                    log = self.log(name)
+                    raise StepFailed(
+                        f"{label}: stage '{name}' failed: {exc.message}"
+                        + ("" if str(log) in exc.message else f" (log: {log})")
+                    ) from None
+                except CleanroomError as exc:
+                    exc.message = f"{label}: stage '{name}': {exc.message}"
+                    raise
+                say(f"<== {name} ok ({time.monotonic() - t:.1f}s)")
+        except KeyboardInterrupt:
+            say(f"\n{label}: interrupted during stage '{self.stage}'; {self.after_interrupt()}")
+            return 130
+        say(f"{label}: all {len(stages)} stages ok in {time.monotonic() - start:.1f}s"
+            + (f"; test output in the container at {self.ws.cfg.test.log}" if self.tests and self.until == "verify" else ""))
+        return 0
+
+    def after_interrupt(self) -> str:
+        """Leave the app container running or absent (never half-created); say which."""
+        if self.env is None or self.env.compose is None:
+            return "no container was touched"
+        cid = container_id(self.ws, self.env)
+        if not cid:
+            return "no app container exists"
+        state = container_state(self.env, cid)
+        if state == "running":
+            return f"the app container {cid[:12]} is left running (`invoke down` stops it)"
+        subprocess.run([*compose_argv(self.ws, self.env, False), "rm", "-f", "-s",
+                        self.ws.cfg.docker.service], capture_output=True, check=False)
+        return f"removed the half-created app container {cid[:12]} (it was {state}); nothing is running"
+
+
+# --------------------------------------------------------------- host <-> container
+
+
+def down(ws: Workspace) -> int:
+    env = require_engine(need_compose=True)
+    run_command(Run(tuple([*compose_argv(ws, env, False), "down", "--remove-orphans"])))
+    say("down: the app container is stopped and removed")
+    return 0
+
+
+def in_app(ws: Workspace, cmd: Sequence[str], interactive: bool = False) -> int:
+    """Run ``cmd`` in the app container: directly when already inside, via ``exec`` from the host."""
+    if in_container():
+        return subprocess.run(list(cmd), check=False).returncode
+    cid = running_container(ws)
+    if cid is None:
+        raise ToolMissing(
+            "the app container is not running; start it with `invoke up` "
+            "(or `nox -s build-binary`, which also runs the tests)"
+        )
+    tty = interactive and sys.stdin.isatty() and sys.stdout.isatty()
+    argv = [_client(), "exec", "-i", *(["-t"] if tty else []), cid, *cmd]
+    return subprocess.run(argv, check=False).returncode
+
+
+def app_running(ws: Workspace) -> bool:
+    if in_container():
+        return True
+    try:
+        return running_container(ws) is not None
+    except ToolMissing:
+        return False
+
+
+def daily(ws: Workspace, name: str, args: Sequence[str]) -> int:
+    """The daily-loop tasks (`invoke proto|verify|test-all|shell`): inside the app container.
+
+    Inside it they run directly. On the host they run in the running app container; when none
+    runs, ``proto`` and ``verify`` fall back to the host (``proto`` into ``[proto] host_out``),
+    while ``test-all`` and ``shell`` need the container and say how to start it.
+    """
+    from .cli import main as cleanroom
+
+    if name == "shell":
+        return in_app(ws, ["bash"], interactive=True)
+    if name == "test-all":
+        if in_container():
+            from .testall import main as test_all
+
+            return test_all(list(args))
+        return in_app(ws, ["test-all", *args])
+    if name not in ("proto", "verify"):
+        raise BadInput(f"unknown task '{name}'")
+    if in_container():
+        return cleanroom([name, *args])
+    if app_running(ws):
+        say(f"{name}: running in the app container")
+        inner = ["cleanroom", name, *args] if name == "proto" else [
+            "cleanroom", "--repo", "/workspace", "verify", *args]
+        return in_app(ws, inner)
+    say(f"{name}: the app container is not running; running on the host"
+        + (f" (output under {ws.cfg.proto.host_out})" if name == "proto" else ""))
+    return cleanroom(["--repo", str(ws.repo), name, *args])
