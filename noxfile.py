@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests"]
@@ -19,6 +21,8 @@ def _engine(session: nox.Session, *extras: str) -> None:
 def tests(session: nox.Session) -> None:
     """Run the workspace's own test suite (engine + sample app); posargs go to pytest."""
     _engine(session, "test")
+    # The app imports spectralmc_proto: generate it (host: .cleanroom/proto) onto this venv's path.
+    session.run("cleanroom", "proto", "--pth")
     session.run("python", "-m", "pytest", *(session.posargs or ["tests"]), env={"PYTHONPATH": "src"})
 
 
@@ -32,7 +36,43 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def proto(session: nox.Session) -> None:
+    """Generate the protobuf package (host: .cleanroom/proto; container: /opt); posargs go to proto."""
+    _engine(session)
+    session.run("cleanroom", "proto", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run every benchmarks/bench_*.py (whole-process timings against their baselines)."""
+    _engine(session)
+    for script in sorted(Path("benchmarks").glob("bench_*.py")):
+        session.run("python", str(script), success_codes=[0, 1])  # 1: a target missed (see table)
+
+
+@nox.session
 def verify(session: nox.Session) -> None:
     """Check every rule of the build-artifact doctrine on this repo (posargs go to verify)."""
     _engine(session)
     session.run("cleanroom", "verify", *session.posargs)
+
+
+@nox.session(name="build-binary")
+def build_binary(session: nox.Session) -> None:
+    """The main job, binary variant: select, build, up, test-all, verify (posargs: --no-tests, --rebuild)."""
+    _engine(session)
+    session.run("cleanroom", "build", "binary", *session.posargs)
+
+
+@nox.session(name="build-source")
+def build_source(session: nox.Session) -> None:
+    """The main job, source variant (native deps compiled from source; posargs: --no-tests, --rebuild)."""
+    _engine(session)
+    session.run("cleanroom", "build", "source", *session.posargs)
+
+
+@nox.session(name="base-image")
+def base_image(session: nox.Session) -> None:
+    """Build the offline base image cleanroom-base:offline from Debian packages (posargs: --rebuild)."""
+    _engine(session)
+    session.run("cleanroom", "base-image", *session.posargs)

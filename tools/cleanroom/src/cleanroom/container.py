@@ -262,7 +262,8 @@ class Pipeline:
         cid = container_id(self.ws, self.env)
         state = container_state(self.env, cid) if cid else "absent"
         if state != "running":
-            raise StepFailed(f"the app container is {state} after `up`; see `{' '.join(self.env.compose)} logs`")
+            logs = " ".join(compose_argv(self.ws, self.env, False) + ["logs"])
+            raise StepFailed(f"the app container is {state} after `up`; see `{logs}`")
         say(f"    app container {cid[:12] if cid else ''} running")
 
     def exec_argv(self, *cmd: str) -> list[str]:

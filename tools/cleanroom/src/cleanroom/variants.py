@@ -155,7 +155,7 @@ def use_local_wheels(doc: TOMLDocument, wheels: Sequence[Path]) -> list[str]:
                     spec["markers"] = old["markers"]
                 deps[key] = spec
         else:
-            main = doc["tool"]["poetry"].setdefault("dependencies", tomlkit.table())  # type: ignore[index, union-attr]
+            main = doc["tool"]["poetry"].setdefault("dependencies", tomlkit.table())
             main[dist] = spec
         names.append(dist)
     return names
