@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 
 from . import __version__
 from .errors import EXIT_FINDINGS, EXIT_OK, CleanroomError
-from .plan import execute
 from .workspace import Workspace
 
 Handler = Callable[[Workspace, argparse.Namespace], int]
@@ -29,10 +28,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_select(ws: Workspace, args: argparse.Namespace) -> int:
+    # Imports are lazy everywhere here: `cleanroom proto`'s no-op path must start fast.
+    from .plan import execute
     from .variants import select_plan
 
     index_url = args.index_url or os.environ.get("CLEANROOM_INDEX_URL") or None
-    sel, plan = select_plan(ws.repo, ws.cfg, args.variant, args.without, index_url, args.force)
+    from pathlib import Path
+
+    wheels = Path(args.wheels) if args.wheels else None
+    sel, plan = select_plan(ws.repo, ws.cfg, args.variant, args.without, index_url, args.force, wheels)
     execute(plan, dry_run=args.dry_run)
     extra = f" without {', '.join(sel.without)}" if sel.without else ""
     extra += f", primary index {sel.index_url}" if sel.index_url else ""
@@ -67,6 +71,15 @@ def cmd_verify(ws: Workspace, args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if findings else EXIT_OK
 
 
+def cmd_context(ws: Workspace, args: argparse.Namespace) -> int:
+    from .builds import discover_builds
+    from .context import Options, run
+
+    opts = Options(build=args.build, builder=args.builder, json=args.json, sizes=args.sizes,
+                   why=args.why or [], engine=args.engine)
+    return run(ws.repo, discover_builds(ws.repo, ws.cfg), opts)
+
+
 def cmd_proto(ws: Workspace, args: argparse.Namespace) -> int:
     from .proto import generate, render_check, status
 
@@ -76,6 +89,60 @@ def cmd_proto(ws: Workspace, args: argparse.Namespace) -> int:
         return EXIT_OK if st.current else EXIT_FINDINGS
     print(generate(ws, args.out, pth=args.pth, dry_run=args.dry_run))
     return EXIT_OK
+
+
+def cmd_build(ws: Workspace, args: argparse.Namespace) -> int:
+    from .container import Pipeline
+
+    return Pipeline(ws, args.variant, tests=not args.no_tests, rebuild=args.rebuild).run()
+
+
+def cmd_up(ws: Workspace, args: argparse.Namespace) -> int:
+    from .container import Pipeline
+
+    return Pipeline(ws, args.variant, tests=False, rebuild=args.rebuild, until="up").run()
+
+
+def cmd_down(ws: Workspace, args: argparse.Namespace) -> int:
+    from .container import down
+
+    return down(ws)
+
+
+def cmd_daily(ws: Workspace, args: argparse.Namespace) -> int:
+    from .container import daily
+
+    rest = list(args.args)
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    return daily(ws, args.command, rest)
+
+
+def cmd_base_image(ws: Workspace, args: argparse.Namespace) -> int:
+    from .baseimage import ensure_base_image
+
+    ensure_base_image(args.tag, rebuild=args.rebuild)
+    return EXIT_OK
+
+
+def cmd_migrate_proto(ws: Workspace, args: argparse.Namespace) -> int:
+    from .migrate import migrate
+
+    print(migrate(ws, apply=args.apply, allow_dirty=args.allow_dirty))
+    return EXIT_OK
+
+
+def cmd_clean(ws: Workspace, args: argparse.Namespace) -> int:
+    from .clean import clean
+
+    print(clean(ws, yes=args.yes))
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(args.repo, args.config, as_json=args.json)
 
 
 # -------------------------------------------------------------------------------- parser
@@ -100,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--index-url", metavar="URL",
                    help="use this simple-API index as Poetry's primary source (default: $CLEANROOM_INDEX_URL)")
     s.add_argument("--force", action="store_true", help="overwrite a hand-edited pyproject.toml")
+    s.add_argument("--wheels", metavar="DIR",
+                   help="install the wheels in DIR (built from source) in place of their packages")
     s.add_argument("--dry-run", action="store_true", help="print what would be written")
     s.set_defaults(handler=cmd_select)
 
@@ -116,6 +185,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also ask the Docker engine what each build context holds and report differences")
     v.set_defaults(handler=cmd_verify)
 
+    mp = sub.add_parser("migrate-proto", help="move checked-in *_pb2.py out of git (dry run first)",
+                        description="Move a repo that tracks generated protobuf code onto the doctrine: "
+                        "ignore rules, a Dockerfile check, imports rewritten from [proto] legacy_module to "
+                        "[proto] package, generated files untracked (kept on disk). Prints the plan; "
+                        "--apply carries it out.")
+    mp.add_argument("--apply", action="store_true", help="carry out the plan (default: print it only)")
+    mp.add_argument("--allow-dirty", action="store_true",
+                    help="apply even when files it would change have uncommitted changes")
+    mp.set_defaults(handler=cmd_migrate_proto)
+
+    cl = sub.add_parser("clean", help="list (--yes: delete) the host-side artifacts the policy names",
+                        description="List the untracked files and folders the artifact policy names "
+                        "(caches, generated code, a stray pyproject.toml, lockfiles) with their sizes; "
+                        "--yes deletes them. Never a tracked file, nothing outside the repo, links as links.")
+    cl.add_argument("--yes", action="store_true", help="delete them (default: list only)")
+    cl.set_defaults(handler=cmd_clean)
+
+    dr = sub.add_parser("doctor", help="check what the workflow needs, with the command that fixes each",
+                        description="One row per thing the workflow needs (Docker client, engine, Compose, "
+                        "builder, GPU runtime, base images, config, variants, generated code): OK or "
+                        "missing, with the fix. Exit 0 when the main job can run, 3 when it cannot.")
+    dr.add_argument("--json", action="store_true", help="JSON report")
+    dr.set_defaults(handler=None, own_workspace=cmd_doctor)
+
+    cx = sub.add_parser("context", help="list what each build sends to Docker, and why",
+                        description="List every file each build (as verify discovers them) sends to "
+                        "Docker, sorted, under a header naming the ignore file applied.")
+    cx.add_argument("--build", metavar="NAME", help="only this build")
+    cx.add_argument("--builder", choices=("buildkit", "classic"),
+                    help="model this builder (default: the one a build here uses; $CLEANROOM_BUILDER)")
+    cx.add_argument("--json", action="store_true", help="JSON: builds with their files (path, size)")
+    cx.add_argument("--sizes", action="store_true", help="total size, largest folders and files")
+    cx.add_argument("--why", action="append", metavar="PATH",
+                    help="which ignore-file line decides PATH (repo-relative; need not exist); repeatable")
+    cx.add_argument("--engine", action="store_true",
+                    help="ask the Docker engine for the same listing; print differences (exit 1 on any)")
+    cx.set_defaults(handler=cmd_context)
+
     pr = sub.add_parser("proto", help="generate the protobuf package (incremental, atomic)",
                         description="Generate *_pb2.py, *_pb2.pyi and *_pb2_grpc.py from [proto] sources "
                         "into the package [proto] package under DIR; 'up to date' when nothing changed.")
@@ -127,6 +234,36 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write a .pth into this interpreter's site-packages putting DIR on sys.path")
     pr.add_argument("--dry-run", action="store_true", help="print the plan")
     pr.set_defaults(handler=cmd_proto)
+
+    for name, variant_help in (("build", "run the whole pipeline"), ("up", "build the image if needed and start the app container")):
+        b = sub.add_parser(
+            name,
+            help=("select, build, up, test-all and verify in the container (the main job)" if name == "build"
+                  else "select, build (cached) and start the app container, no tests"),
+            description=f"{variant_help}: stages are announced, timed and logged under .cleanroom/logs.",
+        )
+        b.add_argument("variant", nargs=None if name == "build" else "?", default="binary",
+                       choices=("binary", "source"), help="the pyproject variant (and Dockerfile)")
+        if name == "build":
+            b.add_argument("--no-tests", action="store_true", help="skip the test-all stage")
+        b.add_argument("--rebuild", action="store_true", help="build without the layer cache")
+        b.set_defaults(handler=cmd_build if name == "build" else cmd_up)
+
+    d = sub.add_parser("down", help="stop and remove the app container")
+    d.set_defaults(handler=cmd_down)
+    for name, hlp in (
+        ("test-all", "run the test suite in the app container (args go to pytest); output captured to the log"),
+        ("shell", "open a shell in the app container"),
+    ):
+        t = sub.add_parser(name, help=hlp, description=hlp + ". On the host it runs inside the running "
+                           "app container; inside the container it runs directly.")
+        t.add_argument("args", nargs=argparse.REMAINDER, help="arguments (for test-all: pytest's)")
+        t.set_defaults(handler=cmd_daily)
+
+    bi = sub.add_parser("base-image", help="build the offline base image (debootstrap + docker import)")
+    bi.add_argument("--tag", default="cleanroom-base:offline")
+    bi.add_argument("--rebuild", action="store_true", help="rebuild even if it exists")
+    bi.set_defaults(handler=cmd_base_image)
     return p
 
 
@@ -134,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "own_workspace", None):  # doctor: a bad config is a row, not an exit 2
+            return int(args.own_workspace(args))
         ws = Workspace.load(args.repo, args.config)
         handler: Handler = args.handler
         return handler(ws, args)

@@ -24,17 +24,20 @@ This is a port of three pieces of Go code, kept as close to their behaviour as P
   re-include anything below it (:meth:`Matcher.may_prune`); symlinks are reported, never
   followed.
 
-Which files a builder force-sends is a property of the builder, not of the matcher: the classic
-builder (docker CLI) always sends the Dockerfile and ``.dockerignore`` even when excluded
-(``build.TrimBuildFilesFromExcludes``) -> pass them in ``keep``; BuildKit reads both through a
-separate channel and sends them in the context only if not excluded -> ``keep=()``.
-:func:`ignore_file_for` says which ignore file each builder reads.
+How paths are decided depends on the Docker code that walks the context, measured against the
+engine (tests/engine/test_context_engine.py): :class:`Semantics` names the variants (moby's
+``MatchesOrParentMatches``, the default; ``MatchesUsingParentResults`` of a docker >= 23 CLI and
+of current fsutil; docker 20.10's fileutils ``Matches`` with its own regexp, still what Debian's
+docker.io client runs for BuildKit), and :mod:`cleanroom.context` picks one per builder and
+models the files a builder force-sends (the classic CLI's ``TrimBuildFilesFromExcludes``
+plus the daemon's removal). :func:`ignore_file_for` says which ignore file each builder reads.
 
 Known differences from Go (all in corners no real ignore file reaches):
 
 * a pattern whose regexp moby cannot compile is reported when the :class:`Matcher` is built;
-  moby only fails when that pattern is first evaluated during the walk (and Docker then fails
-  the build either way);
+  moby only fails when that pattern is first evaluated during the walk, and with its
+  skip-what-cannot-change-the-result evaluation it may never evaluate it (e.g. ``!`` + a bad
+  class after lines that match nothing): Docker then builds, cleanroom refuses;
 * ``\\p{...}``/``\\pL`` Unicode classes (reachable only as ``\\p`` escapes in a pattern) are
   refused with an error instead of being implemented;
 * names that are not valid UTF-8 are compared byte for byte (``surrogateescape``); Go's regexp
@@ -46,7 +49,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,10 +60,13 @@ __all__ = [
     "IgnoreFile",
     "Matcher",
     "Pattern",
+    "Semantics",
+    "check_file",
     "ignore_file_for",
     "parse",
     "read",
     "walk_context",
+    "walk_entries",
 ]
 
 STRING_SOURCE = "<string>"
@@ -113,50 +119,134 @@ def _go_dir(p: str) -> str:
 # filepath.Match syntax check (what patternmatcher.New runs on every pattern)
 
 
-def _glob_syntax_error(p: str) -> str | None:
-    """Return why ``filepath.Match(p, ".")`` would fail with ErrBadPattern, or None."""
-    n = len(p)
+class _BadPattern(Exception):
+    pass
 
-    def get_esc(i: int) -> int:
-        # filepath.getEsc: one (possibly escaped) char of a [...] class; returns the next index.
-        if i >= n or p[i] in "-]":
-            raise ValueError
-        if p[i] == "\\":
-            i += 1
-            if i >= n:
-                raise ValueError
-        if "\udc80" <= p[i] <= "\udcff":  # an undecodable byte (utf8.RuneError)
-            raise ValueError
-        i += 1
-        if i >= n:
-            raise ValueError
-        return i
 
+def _scan_chunk(p: str) -> tuple[bool, str, str]:
+    """filepath.scanChunk: (leading star, chunk up to the next unbracketed ``*``, rest)."""
+    star = False
+    while p.startswith("*"):
+        p = p[1:]
+        star = True
+    inrange = False
     i = 0
-    try:
-        while i < n:
-            c = p[i]
+    while i < len(p):
+        c = p[i]
+        if c == "\\":
+            if i + 1 < len(p):
+                i += 1
+        elif c == "[":
+            inrange = True
+        elif c == "]":
+            inrange = False
+        elif c == "*" and not inrange:
+            break
+        i += 1
+    return star, p[:i], p[i:]
+
+
+def _get_esc(chunk: str) -> tuple[str, str]:
+    """filepath.getEsc: one (possibly escaped) char of a ``[...]`` class, and the rest."""
+    if not chunk or chunk[0] in "-]":
+        raise _BadPattern("bad character class")
+    if chunk[0] == "\\":
+        chunk = chunk[1:]
+        if not chunk:
+            raise _BadPattern("bad character class")
+    if "\udc80" <= chunk[0] <= "\udcff":  # an undecodable byte (utf8.RuneError)
+        raise _BadPattern("bad character class")
+    rest = chunk[1:]
+    if not rest:
+        raise _BadPattern("bad character class")
+    return chunk[0], rest
+
+
+def _match_chunk(chunk: str, s: str) -> tuple[str, bool]:
+    """filepath.matchChunk: once the match has failed it goes on checking the chunk's syntax
+    (but no further chunk)."""
+    failed = False
+    while chunk:
+        if not failed and not s:
+            failed = True
+        c = chunk[0]
+        if c == "[":
+            r = ""
+            if not failed:
+                r, s = s[0], s[1:]
+            chunk = chunk[1:]
+            negated = chunk.startswith("^")
+            if negated:
+                chunk = chunk[1:]
+            match = False
+            nrange = 0
+            while True:
+                if chunk.startswith("]") and nrange > 0:
+                    chunk = chunk[1:]
+                    break
+                lo, chunk = _get_esc(chunk)
+                hi = lo
+                if chunk[0] == "-":
+                    hi, chunk = _get_esc(chunk[1:])
+                if r and lo <= r <= hi:
+                    match = True
+                nrange += 1
+            if match == negated:
+                failed = True
+        elif c == "?":
+            if not failed:
+                if s[0] == "/":
+                    failed = True
+                s = s[1:]
+            chunk = chunk[1:]
+        else:
             if c == "\\":
-                if i + 1 >= n:
-                    return "trailing backslash"
-                i += 2
-            elif c == "[":
-                i += 1
-                if i < n and p[i] == "^":
-                    i += 1
-                nrange = 0
-                while True:
-                    if i < n and p[i] == "]" and nrange > 0:
-                        i += 1
-                        break
-                    i = get_esc(i)
-                    if p[i] == "-":
-                        i = get_esc(i + 1)
-                    nrange += 1
-            else:
-                i += 1
-    except ValueError:
-        return "bad character class"
+                chunk = chunk[1:]
+                if not chunk:
+                    raise _BadPattern("trailing backslash")
+            if not failed:
+                if chunk[0] != s[0]:
+                    failed = True
+                s = s[1:]
+            chunk = chunk[1:]
+    return ("", False) if failed else (s, True)
+
+
+def _go_match(pattern: str, name: str) -> bool:
+    """filepath.Match (unix); raises _BadPattern where Go returns ErrBadPattern. Go checks
+    only the chunks the match reaches: ``Match("]*[", ".")`` fails at ``]`` and is no error."""
+    while pattern:
+        star, chunk, pattern = _scan_chunk(pattern)
+        if star and chunk == "":
+            return "/" not in name
+        t, ok = _match_chunk(chunk, name)
+        if ok and (not t or pattern):
+            name = t
+            continue
+        if star:
+            found = False
+            for i in range(len(name)):
+                if name[i] == "/":
+                    break
+                t, ok = _match_chunk(chunk, name[i + 1 :])
+                if ok:
+                    if not pattern and t:
+                        continue
+                    name, found = t, True
+                    break
+            if found:
+                continue
+        return False
+    return not name
+
+
+def _glob_syntax_error(p: str) -> str | None:
+    """Return why ``filepath.Match(p, ".")`` (patternmatcher.New's syntax check) fails, or
+    None."""
+    try:
+        _go_match(p, ".")
+    except _BadPattern as exc:
+        return str(exc)
     return None
 
 
@@ -175,7 +265,9 @@ def _moby_compile(pattern: str) -> tuple[str, str]:
     reg = ["^"]
     kind = "exact"
     n = len(pattern)
-    pos = 0
+    # text/scanner skips a BOM that starts its input: "\ufeffa*" compiles as "a*" (but an exact
+    # or prefix/suffix match still compares with the BOM).
+    pos = 1 if pattern.startswith(_BOM) else 0
     i = 0
     while pos < n:
         ch = pattern[pos]
@@ -278,6 +370,13 @@ def _char(cp: int) -> str:
 def _class_re(ranges: _Ranges) -> str:
     if not ranges:
         return "(?!)"
+    if ranges[0][0] == 0 and ranges[-1][1] == _MAX_RUNE:
+        # Mostly everything (e.g. "[^/]"): the complement compiles much faster.
+        rest = _negate(ranges)
+        if not rest:
+            return "(?s:.)"
+        body = "".join(_char(lo) if lo == hi else f"{_char(lo)}-{_char(hi)}" for lo, hi in rest)
+        return f"[^{body}]"
     body = "".join(_char(lo) if lo == hi else f"{_char(lo)}-{_char(hi)}" for lo, hi in ranges)
     return f"[{body}]"
 
@@ -294,6 +393,20 @@ class _GoRegex:
     def __init__(self, src: str) -> None:
         self.s = src
         self.i = 0
+        self.top_level_alternation = False  # a "|" outside any group: Go then searches
+
+    def parse_repeat(self) -> tuple[int, int] | None:
+        """Go ``parser.parseRepeat`` at ``{``: ``{n}``, ``{n,}``, ``{n,m}`` -> (min, max; -1 for
+        none) and advances; None (``{`` is then a literal) when it is not a repeat."""
+        m = re.compile(r"\{(0|[1-9][0-9]*)(?:(,)(0|[1-9][0-9]*)?)?\}").match(self.s, self.i)
+        if m is None:
+            return None
+        lo = int(m.group(1))
+        hi = lo if m.group(2) is None else (-1 if m.group(3) is None else int(m.group(3)))
+        if lo > 1000 or hi > 1000 or (hi >= 0 and lo > hi):
+            raise self.fail("invalid repeat count")
+        self.i = m.end()
+        return lo, hi
 
     def fail(self, why: str) -> _GoRegexError:
         return _GoRegexError(f"{why} in regexp {self.s!r}")
@@ -306,8 +419,16 @@ class _GoRegex:
         depth = 0
         while self.i < len(s):
             c = s[self.i]
+            rep: str | None = None
             if c in "*+?":
                 self.i += 1
+                rep = c
+            elif c == "{":
+                bounds = self.parse_repeat()
+                if bounds is not None:
+                    lo, hi = bounds
+                    rep = f"{{{lo}}}" if hi == lo else (f"{{{lo},}}" if hi < 0 else f"{{{lo},{hi}}}")
+            if rep is not None:
                 if last == "repeat":
                     raise self.fail("invalid nested repetition operator")
                 if last == "none":
@@ -315,7 +436,7 @@ class _GoRegex:
                 lazy = self.i < len(s) and s[self.i] == "?"
                 if lazy:
                     self.i += 1
-                out.append(c + ("?" if lazy else ""))
+                out.append(rep + ("?" if lazy else ""))
                 last = "repeat"
                 continue
             if c == "(":
@@ -336,6 +457,8 @@ class _GoRegex:
                 self.i += 1
                 out.append("|")
                 last = "none"
+                if depth == 0:
+                    self.top_level_alternation = True
             elif c == "^":
                 self.i += 1
                 out.append("(?:\\A)")
@@ -498,6 +621,50 @@ def _python_regex(kind: str, arg: str) -> str:
     return _GoRegex(arg).translate()
 
 
+def _legacy_compile(pattern: str) -> str:
+    """Port of the Go regexp ``pkg/fileutils`` (docker <= 20.10) builds for a pattern: only
+    ``.`` and ``$`` are escaped, so ``+ ( ) | { } ^`` keep their regexp meaning (``a+b`` also
+    matches ``aab``; ``file (1).txt`` matches ``file 1.txt``), and there are no exact/prefix/
+    suffix shortcuts (``**foo`` is ``^(.*/)?foo$``)."""
+    reg = ["^"]
+    n = len(pattern)
+    pos = 1 if pattern.startswith(_BOM) else 0  # text/scanner skips a leading BOM
+    while pos < n:
+        ch = pattern[pos]
+        pos += 1
+        if ch == "*":
+            if pos < n and pattern[pos] == "*":
+                pos += 1
+                if pos < n and pattern[pos] == "/":
+                    pos += 1
+                reg.append(".*" if pos >= n else "(.*/)?")
+            else:
+                reg.append("[^/]*")
+        elif ch == "?":
+            reg.append("[^/]")
+        elif ch in ".$":
+            reg.append("\\" + ch)
+        elif ch == "\\":
+            if pos < n:
+                reg.append("\\" + pattern[pos])
+                pos += 1
+            else:
+                reg.append("\\")
+        else:
+            reg.append(ch)
+    reg.append("$")
+    return "".join(reg)
+
+
+def _legacy_python_regex(pattern: str) -> str:
+    """A Python regexp (used with ``re.match``) testing what Go's ``MatchString`` (a search,
+    not an anchored match) tests for the legacy regexp of ``pattern``."""
+    go = _GoRegex(_legacy_compile(pattern))
+    py = go.translate()
+    # "^a|b$" is "starts with a, or ends with b": search semantics.
+    return f"(?s:.*?)(?:{py})" if go.top_level_alternation else py
+
+
 # --------------------------------------------------------------------------------------------
 # Parsed patterns
 
@@ -515,10 +682,15 @@ class Pattern:
     exclusion: bool
     line: int
     source: str
-    _regex: str | None = field(default=None, init=False, repr=False, compare=False)
-    _error: str | None = field(default=None, init=False, repr=False, compare=False)
+    _cache: dict[bool, tuple[str | None, str | None]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    def translated(self, legacy: bool = False) -> tuple[str | None, str | None]:
+        """(Python regexp, None) for this pattern with moby's (``legacy=False``) or fileutils'
+        regexp, or (None, why Docker refuses it). Computed once, when first asked."""
+        got = self._cache.get(legacy)
+        if got is not None:
+            return got
         regex: str | None = None
         error: str | None = None
         if self.exclusion and self.text == "":
@@ -527,12 +699,26 @@ class Pattern:
             error = f"syntax error in pattern ({why})"
         else:
             try:
-                regex = _python_regex(*_moby_compile(self.text))
+                regex = (_legacy_python_regex(self.text) if legacy
+                         else _python_regex(*_moby_compile(self.text)))
                 re.compile(regex)
             except (_GoRegexError, re.error) as exc:
                 regex, error = None, f"bad pattern: {exc}"
-        object.__setattr__(self, "_regex", regex)
-        object.__setattr__(self, "_error", error)
+        self._cache[legacy] = (regex, error)
+        return regex, error
+
+    @property
+    def _regex(self) -> str | None:
+        return self.translated(False)[0]
+
+    @property
+    def _error(self) -> str | None:
+        return self.translated(False)[1]
+
+    @property
+    def depth(self) -> int:
+        """Number of ``/``-separated parts (fileutils' ``len(pattern.dirs)``)."""
+        return self.text.count("/") + 1
 
     @property
     def dead(self) -> bool:
@@ -630,8 +816,60 @@ def _contains_wildcards(name: str) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Semantics:
+    """How one piece of Docker code decides what a pattern list excludes.
+
+    ``match``: ``"parents"`` (``MatchesOrParentMatches``: the last pattern matching the path or
+    any parent wins), ``"parent-results"`` (``MatchesUsingParentResults``, what archive.Tar and
+    fsutil walk with since docker 23: per pattern, the parent's result is inherited; a pattern
+    skipped for a parent is not re-checked against the parents, so ``d``, ``!d/f``, ``d`` sends
+    ``d/f``), ``"legacy"`` (fileutils ``Matches``, docker <= 20.10 and the deprecated
+    ``patternmatcher.Matches``: a pattern of N parts is tried on the path and on the path's
+    first N parent parts only, so ``**/foo`` + ``!a/b/foo/keep`` sends ``a/b/foo/x``).
+    ``regex``: ``"moby"`` (patternmatcher) or ``"legacy"`` (fileutils' regexp, see
+    :func:`_legacy_compile`). ``prune``: when an excluded folder is skipped: ``"prefix"`` (the
+    CLI's archive walk and old fsutil: unless a ``!`` pattern's text starts with the folder's
+    path) or ``"wildcards"`` (fsutil since 2022: never when any ``!`` pattern has a wildcard).
+    """
+
+    name: str
+    match: str
+    regex: str
+    prune: str
+
+
+#: ``MatchesOrParentMatches`` with fsutil's pruning: the default, and what ``verify`` asks.
+PARENTS = Semantics("parents", "parents", "moby", "wildcards")
+#: BuildKit fed by a current client (buildx, docker >= 23): fsutil's walk.
+BUILDKIT = Semantics("buildkit", "parent-results", "moby", "wildcards")
+#: The classic builder fed by a docker >= 23 CLI: archive.TarWithOptions.
+CLASSIC = Semantics("classic", "parent-results", "moby", "prefix")
+#: docker <= 20.10 (CLI archive walk, its built-in BuildKit client's fsutil, the daemon's
+#: removal of an excluded Dockerfile/.dockerignore): fileutils.
+LEGACY = Semantics("legacy", "legacy", "legacy", "prefix")
+#: The deprecated ``patternmatcher.Matches`` (docker >= 23 CLI's TrimBuildFilesFromExcludes).
+LEGACY_MATCH = Semantics("legacy-match", "legacy", "moby", "prefix")
+
+# A path filepath.Clean would change: an empty, "." or ".." part, or a leading/trailing "/".
+_UNCLEAN = re.compile(r"(?:^|/)\.{0,2}(?:/|$)")
+
+# Per-directory walk state: (index of the deciding pattern for the folder's children before
+# their own name is tried, or -1; MatchesUsingParentResults' per-pattern bits, or None).
+_DirState = tuple[int, "int | None"]
+_ROOT: _DirState = (-1, None)
+
+
+def _combine(regexes: Sequence[str]) -> re.Pattern[str]:
+    """One alternation, latest first: ``re.match`` picks the first alternative that matches,
+    i.e. the last matching pattern; ``len(regexes) - m.lastindex`` is its index."""
+    alts = (f"((?:{regexes[k]}))" for k in range(len(regexes) - 1, -1, -1))
+    return re.compile("|".join(alts), re.ASCII)
+
+
 class Matcher:
-    """moby's PatternMatcher with ``MatchesOrParentMatches`` semantics.
+    """moby's PatternMatcher, with the :class:`Semantics` of one builder (default
+    ``MatchesOrParentMatches``).
 
     Raises :class:`DockerignoreError` where ``patternmatcher.New`` would fail (a lone ``!``, a
     malformed ``[...]``, a trailing ``\\``) or the pattern's regexp would not compile.
@@ -639,70 +877,232 @@ class Matcher:
 
     _CACHE_LIMIT = 1 << 20
 
-    def __init__(self, patterns: Sequence[Pattern]) -> None:
+    def __init__(self, patterns: Sequence[Pattern], semantics: Semantics = PARENTS) -> None:
         self.patterns: tuple[Pattern, ...] = tuple(patterns)
+        self.semantics = semantics
+        legacy_re = semantics.regex == "legacy"
+        regexes: list[str] = []
         for p in self.patterns:
-            if p._error is not None:
-                raise DockerignoreError(f"{p.source}:{p.line}: {p._error}", f"pattern: {str(p)!r}")
+            regex, error = p.translated(legacy_re)
+            if error is not None or regex is None:
+                raise DockerignoreError(f"{p.source}:{p.line}: {error}", f"pattern: {str(p)!r}")
+            regexes.append(regex)
+        self._regexes = regexes
         self.has_exclusions = any(p.exclusion for p in self.patterns)
-        # BuildKit only prunes excluded dirs when every "!" pattern is a plain path.
-        self._prefix_exceptions = not any(
+        self._wildcard_exceptions = any(
             p.exclusion and _contains_wildcards(p.text) for p in self.patterns
         )
         self._exception_prefixes = tuple(p.text + "/" for p in self.patterns if p.exclusion)
-        # One alternation, latest pattern first: re.match picks the first alternative that
-        # matches, i.e. the last matching pattern; m.lastindex says which.
         n = len(self.patterns)
-        self._combined: re.Pattern[str] | None = None
-        if n:
-            alts = (f"((?:{self.patterns[k]._regex}))" for k in range(n - 1, -1, -1))
-            self._combined = re.compile("|".join(alts), re.ASCII)
-        self._dir_cache: dict[str, int] = {}
+        self._combined: re.Pattern[str] | None = _combine(regexes) if n else None
+        self._singles: list[re.Pattern[str]] | None = None
+        # A pattern without "**", "[" or "\\" (legacy: nor regexp operators) matches only paths
+        # of exactly its number of parts: per path depth, one alternation of the rest.
+        crossing = "[\\" + ("+(){}|^" if legacy_re else "")
+
+        def crosses(t: str) -> bool:
+            return "**" in t or any(c in t for c in crossing)
+
+        # "**/NAME" (NAME one part that cannot match "/") tests only the last part of a path:
+        # those are tried on the base name, in one alternation of their own.
+        self._base_idx: list[int] = []
+        base_res: list[str] = []
+        for k, p in enumerate(self.patterns):
+            rest = p.text[3:]
+            if p.text.startswith("**/") and rest and "/" not in rest and not crosses(rest):
+                base = (_legacy_python_regex(rest) if legacy_re
+                        else _python_regex(*_moby_compile(rest)))
+                self._base_idx.append(k)
+                base_res.append(base)
+        self._base_rx = _combine(base_res) if base_res else None
+        based = set(self._base_idx)
+        self._fixed_depth: list[int] = [
+            -2 if k in based else (-1 if crosses(p.text) else p.depth)
+            for k, p in enumerate(self.patterns)
+        ]
+        self._per_depth: dict[int, tuple[re.Pattern[str], list[int]] | None] = {}
+        self._by_subset: dict[tuple[int, ...], tuple[re.Pattern[str], list[int]] | None] = {}
+        # legacy: patterns grouped by their number of parts, each group one alternation.
+        self._by_depth: list[tuple[int, re.Pattern[str], list[int]]] = []
+        if semantics.match == "legacy":
+            depths = sorted({p.depth for p in self.patterns})
+            for d in depths:
+                idx = [k for k, p in enumerate(self.patterns) if p.depth == d]
+                self._by_depth.append((d, _combine([regexes[k] for k in idx]), idx))
+        self._prefix_cache: dict[str, int] = {}
+        self._state_cache: dict[str, _DirState] = {}
+        self._fast: Callable[[str], int] | None = None
+
+    # -- one path, its own name only
+
+    def _depth_regex(self, depth: int) -> tuple[re.Pattern[str], list[int]] | None:
+        idx = [k for k, d in enumerate(self._fixed_depth) if d == -1 or d == depth]
+        key = tuple(idx)
+        if key not in self._by_subset:
+            self._by_subset[key] = (_combine([self._regexes[k] for k in idx]), idx) if idx else None
+        got = self._per_depth[depth] = self._by_subset[key]
+        return got
+
+    def _fast_self_best(self) -> Callable[[str], int]:
+        """:meth:`_self_best` as a closure over its tables (the walk's hot path)."""
+        base_match = self._base_rx.match if self._base_rx is not None else None
+        base_idx = self._base_idx
+        nbase = len(base_idx)
+        per_depth = self._per_depth
+        depth_regex = self._depth_regex
+        slow = self._self_best
+
+        def self_best(path: str) -> int:
+            if "\n" in path:
+                return slow(path)
+            best = -1
+            if base_match is not None:
+                m = base_match(path[path.rfind("/") + 1 :])
+                if m is not None:
+                    best = base_idx[nbase - m.lastindex]  # type: ignore[operator]
+            depth = path.count("/") + 1
+            got = per_depth[depth] if depth in per_depth else depth_regex(depth)
+            if got is not None:
+                m = got[0].match(path)
+                if m is not None:
+                    k = got[1][len(got[1]) - m.lastindex]  # type: ignore[operator]
+                    if k > best:
+                        best = k
+            return best
+
+        return self_best
 
     def _self_best(self, path: str) -> int:
         """Index of the last pattern matching ``path`` itself (-1: none)."""
-        if self._combined is None:
-            return -1
-        m = self._combined.match(path)
-        if m is None or m.lastindex is None:
-            return -1
-        return len(self.patterns) - m.lastindex
+        if "\n" in path:  # Go's "." stops at a newline: no shortcuts
+            if self._combined is None:
+                return -1
+            m = self._combined.match(path)
+            return -1 if m is None or m.lastindex is None else len(self.patterns) - m.lastindex
+        best = -1
+        if self._base_rx is not None:
+            m = self._base_rx.match(path.rpartition("/")[2])
+            if m is not None and m.lastindex is not None:
+                best = self._base_idx[len(self._base_idx) - m.lastindex]
+        depth = path.count("/") + 1
+        try:
+            got = self._per_depth[depth]
+        except KeyError:
+            got = self._depth_regex(depth)
+        if got is not None:
+            rx, idx = got
+            m = rx.match(path)
+            if m is not None and m.lastindex is not None:
+                k = idx[len(idx) - m.lastindex]
+                if k > best:
+                    best = k
+        return best
 
-    def _chain_best(self, d: str) -> int:
-        """Index of the last pattern matching ``d`` or any prefix of it (split on ``/``)."""
-        cached = self._dir_cache.get(d)
+    def _single(self, k: int, path: str) -> bool:
+        if self._singles is None:
+            self._singles = [re.compile(r, re.ASCII) for r in self._regexes]
+        return self._singles[k].match(path) is not None
+
+    # -- folder state, as a walk carries it from parent to child
+
+    def _mupr(self, path: str, parent_info: int | None) -> int:
+        """``MatchesUsingParentResults``: the per-pattern match bits recorded for ``path``."""
+        matched = False
+        info = 0
+        for k, p in enumerate(self.patterns):
+            match = parent_info is not None and bool(parent_info >> k & 1)
+            if not match:
+                if p.exclusion != matched:
+                    continue  # cannot change the result; recorded as "no match"
+                match = self._single(k, path)
+                if not match and parent_info is None:
+                    parent = _go_dir(path)
+                    if parent != ".":
+                        parts = parent.split("/")
+                        match = any(self._single(k, "/".join(parts[: i + 1]))
+                                    for i in range(len(parts)))
+            if match:
+                info |= 1 << k
+                matched = not p.exclusion
+        return info
+
+    def _legacy_base(self, d: str) -> int:
+        """fileutils ``Matches``: the last pattern of N parts matching the first N parts of
+        folder ``d`` (the parent check every child of ``d`` gets)."""
+        best = -1
+        parts = d.split("/")
+        for depth, rx, idx in self._by_depth:
+            if depth > len(parts):
+                break
+            prefix = "/".join(parts[:depth])
+            got = self._prefix_cache.get(prefix)
+            if got is None:
+                m = rx.match(prefix)
+                got = -1 if m is None or m.lastindex is None else idx[len(idx) - m.lastindex]
+                if len(self._prefix_cache) >= self._CACHE_LIMIT:
+                    self._prefix_cache.clear()
+                self._prefix_cache[prefix] = got
+            if got > best:
+                best = got
+        return best
+
+    def _enter(self, d: str, parent: _DirState, self_best: int) -> _DirState:
+        """The state of folder ``d`` (whose own last matching pattern is ``self_best``)."""
+        mode = self.semantics.match
+        if mode == "parents":
+            return (max(parent[0], self_best), None)
+        if mode == "legacy":
+            return (self._legacy_base(d), None)
+        if self_best < 0:  # no pattern matches d itself: it inherits its parent's bits
+            return (parent[0], parent[1] or 0)
+        info = self._mupr(d, parent[1])
+        return (info.bit_length() - 1, info)
+
+    def _state(self, d: str) -> _DirState:
+        cached = self._state_cache.get(d)
         if cached is not None:
             return cached
         head, sep, _ = d.rpartition("/")
-        up = self._chain_best(head) if sep else -1
-        best = max(up, self._self_best(d))
-        if len(self._dir_cache) >= self._CACHE_LIMIT:
-            self._dir_cache.clear()
-        self._dir_cache[d] = best
-        return best
+        parent = self._state(head) if sep else _ROOT
+        st = self._enter(d, parent, self._self_best(d))
+        if len(self._state_cache) >= self._CACHE_LIMIT:
+            self._state_cache.clear()
+        self._state_cache[d] = st
+        return st
 
     def _best(self, relpath: str) -> int:
-        parent = _go_dir(relpath)
-        up = -1 if parent == "." else self._chain_best(parent)
-        return max(up, self._self_best(relpath))
+        if _UNCLEAN.search(relpath) is None:  # already clean: Dir is everything before the "/"
+            cut = relpath.rfind("/")
+            parent = relpath[:cut] if cut > 0 else "."
+        else:
+            parent = _go_dir(relpath)
+        up = -1 if parent == "." else self._state(parent)[0]
+        fast = self._fast
+        if fast is None:
+            fast = self._fast = self._fast_self_best()
+        own = fast(relpath)
+        return own if own > up else up
+
+    # -- the API
 
     def match(self, relpath: str) -> Pattern | None:
-        """The deciding pattern for ``relpath`` (posix, relative to the context root): the last
-        pattern matching the path or one of its parents; None if no line matches. The path is
-        excluded iff the result is not None and not ``.exclusion``."""
+        """The deciding pattern for ``relpath`` (posix, relative to the context root), with
+        this matcher's semantics; None if no line matches. The path is excluded iff the result
+        is not None and not ``.exclusion``. Folders above it are taken as folders (it need not
+        exist)."""
         best = self._best(relpath)
         return self.patterns[best] if best >= 0 else None
 
     def excluded(self, relpath: str) -> bool:
-        """``MatchesOrParentMatches``: is ``relpath`` left out of the build context?"""
+        """Is ``relpath`` left out of the build context (by the patterns alone)?"""
         best = self._best(relpath)
         return best >= 0 and not self.patterns[best].exclusion
 
-    def _prunable(self, reldir: str, classic: bool) -> bool:
+    def _prunable(self, reldir: str, rule: str) -> bool:
         """Given that ``reldir`` is excluded: may the walk skip everything below it?"""
         if not self.has_exclusions:
             return True
-        if not classic and not self._prefix_exceptions:
+        if rule == "wildcards" and self._wildcard_exceptions:
             return False
         dir_slash = reldir + "/"
         return not any(p.startswith(dir_slash) for p in self._exception_prefixes)
@@ -710,12 +1110,56 @@ class Matcher:
     def may_prune(self, reldir: str, *, classic: bool = False) -> bool:
         """True if directory ``reldir`` is excluded and the walk skips its contents.
 
-        BuildKit (default): prune only when no ``!`` pattern has a wildcard and none names a
-        path below the directory; this never loses a re-included file (barring ``\\``-escaped
-        ``!`` patterns, as in fsutil). ``classic=True``: the docker CLI's rule, which ignores
-        wildcards, so e.g. ``*`` + ``!**/keep`` sends no ``dir/keep`` with the classic builder.
+        ``prune="wildcards"`` (fsutil): prune only when no ``!`` pattern has a wildcard and
+        none names a path below the directory; ``prune="prefix"`` or ``classic=True``: the
+        archive walk's rule, which ignores wildcards, so e.g. ``*`` + ``!**/keep`` sends no
+        ``dir/keep``.
         """
-        return self.excluded(reldir) and self._prunable(reldir, classic)
+        rule = "prefix" if classic else self.semantics.prune
+        return self.excluded(reldir) and self._prunable(reldir, rule)
+
+    def pruned_ancestor(self, relpath: str, *, classic: bool = False) -> str | None:
+        """The first folder above ``relpath`` that a walk skips (so ``relpath`` is not sent
+        whatever decides it), or None."""
+        parts = _clean(relpath).split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            if self.may_prune(d, classic=classic):
+                return d
+        return None
+
+
+def check_file(patterns: Sequence[Pattern], path: str, semantics: Semantics) -> Pattern | None:
+    """One path checked the way callers that ignore the error do it (the classic CLI's
+    ``TrimBuildFilesFromExcludes``, the daemon's removal of an excluded Dockerfile and
+    ``.dockerignore``): the pattern that excludes ``path``, or None when it is not excluded,
+    or when Go's check fails: a pattern ``patternmatcher.New`` refuses fails it outright; a
+    regexp that does not compile fails it when evaluation reaches that pattern (moby's regexps
+    skip patterns that cannot change the result; fileutils' evaluates every one)."""
+    for p in patterns:
+        if (p.exclusion and p.text == "") or _glob_syntax_error(p.text) is not None:
+            return None
+    legacy_re = semantics.regex == "legacy"
+    skip = not legacy_re
+    parent = _go_dir(path)
+    parts = [] if parent == "." else parent.split("/")
+    matched: Pattern | None = None
+    for p in patterns:
+        if skip and p.exclusion != (matched is not None):
+            continue
+        regex = p.translated(legacy_re)[0]
+        if regex is None:
+            return None
+        rx = re.compile(regex, re.ASCII)
+        hit = rx.match(path) is not None
+        if not hit and parts:
+            if semantics.match == "legacy":
+                hit = p.depth <= len(parts) and rx.match("/".join(parts[: p.depth])) is not None
+            else:
+                hit = any(rx.match("/".join(parts[: i + 1])) for i in range(len(parts)))
+        if hit:
+            matched = None if p.exclusion else p
+    return matched
 
 
 # --------------------------------------------------------------------------------------------
@@ -738,6 +1182,78 @@ def ignore_file_for(context: Path, dockerfile: Path, buildkit: bool) -> Path | N
     return shared if shared.is_file() else None
 
 
+def walk_entries(
+    context: Path,
+    matcher: Matcher,
+    keep: Sequence[str] = (),
+    *,
+    classic: bool = False,
+    dirs: bool = False,
+) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """:func:`walk_context` without the ``lstat``: ``(posix relpath, os.DirEntry)``, for
+    callers that need no sizes (the entry's own ``stat`` is cached when asked)."""
+    keep_set = {_clean(k) for k in keep}
+    keep_dirs: set[str] = set()
+    for k in keep_set:
+        head = k
+        while "/" in head:
+            head = head.rpartition("/")[0]
+            keep_dirs.add(head)
+    patterns = matcher.patterns
+    rule = "prefix" if classic else matcher.semantics.prune
+    self_best = matcher._fast_self_best()
+    enter = matcher._enter
+    prunable = matcher._prunable
+    yield_pending = dirs and not classic
+
+    def scan(path: str) -> Iterator[os.DirEntry[str]]:
+        with os.scandir(path) as it:
+            return iter(list(it))
+
+    # Excluded directories descended into but not yet yielded (dirs=True, BuildKit only).
+    pending: list[tuple[str, os.DirEntry[str]]] = []
+    # Frames: (entries left, folder relpath, its state, len(pending) before it was entered).
+    stack: list[tuple[Iterator[os.DirEntry[str]], str, _DirState, int]] = [
+        (scan(os.fspath(context)), "", _ROOT, 0)
+    ]
+    while stack:
+        it, rel_dir, state, _ = stack[-1]
+        base = state[0]
+        prefix = rel_dir + "/" if rel_dir else ""
+        for entry in it:
+            rel = prefix + entry.name
+            own = self_best(rel)
+            best = own if own > base else base
+            excluded = best >= 0 and not patterns[best].exclusion
+            if entry.is_dir(follow_symlinks=False):
+                if excluded:
+                    if rel not in keep_dirs and prunable(rel, rule):
+                        continue
+                    mark = len(pending)
+                    pending.append((rel, entry))
+                else:
+                    if pending:
+                        if yield_pending:
+                            yield from pending
+                        pending.clear()
+                    if dirs:
+                        yield rel, entry
+                    mark = len(pending)
+                stack.append((scan(entry.path), rel, enter(rel, state, own), mark))
+                break
+            if entry.is_symlink() or entry.is_file(follow_symlinks=False):
+                if excluded and rel not in keep_set:
+                    continue
+                if pending:
+                    if yield_pending:
+                        yield from pending
+                    pending.clear()
+                yield rel, entry
+        else:
+            mark = stack.pop()[3]
+            del pending[mark:]
+
+
 def walk_context(
     context: Path,
     matcher: Matcher,
@@ -751,52 +1267,11 @@ def walk_context(
     ``keep``: context-relative posix paths sent even when excluded (pass the Dockerfile and
     ``.dockerignore`` for the classic builder, nothing for BuildKit). Symlinks are yielded as
     links and never followed; other special files (fifos, sockets, devices) are skipped.
-    Excluded directories are pruned per :meth:`Matcher.may_prune` (``classic`` picks the CLI's
-    rule). ``dirs=True`` also yields directories that are sent: those not excluded, plus (not
-    ``classic``) excluded ones that hold something sent, as BuildKit sends parents.
-    Order: directory-listing order, parents before children.
+    Matching follows the matcher's :class:`Semantics`; excluded directories are pruned per
+    :meth:`Matcher.may_prune` (``classic`` forces the CLI's prefix rule). ``dirs=True`` also
+    yields directories that are sent: those not excluded, plus (not ``classic``) excluded ones
+    that hold something sent, as BuildKit sends parents.
+    Order: directory-listing order, parents before children. One pass, no recursion.
     """
-    keep_set = {_clean(k) for k in keep}
-    keep_dirs: set[str] = set()
-    for k in keep_set:
-        head = k
-        while "/" in head:
-            head = head.rpartition("/")[0]
-            keep_dirs.add(head)
-    patterns = matcher.patterns
-    # Excluded directories descended into but not yet yielded (dirs=True, BuildKit only).
-    pending: list[tuple[str, os.stat_result]] = []
-
-    def flush() -> Iterator[tuple[str, os.stat_result]]:
-        if pending:
-            if dirs and not classic:
-                yield from pending
-            pending.clear()
-
-    def walk(abs_dir: str, rel_dir: str, dir_best: int) -> Iterator[tuple[str, os.stat_result]]:
-        with os.scandir(abs_dir) as it:
-            entries = list(it)
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            best = max(dir_best, matcher._self_best(rel))
-            excluded = best >= 0 and not patterns[best].exclusion
-            if entry.is_dir(follow_symlinks=False):
-                if excluded:
-                    if rel not in keep_dirs and matcher._prunable(rel, classic):
-                        continue
-                    depth = len(pending)
-                    pending.append((rel, entry.stat(follow_symlinks=False)))
-                    yield from walk(entry.path, rel, best)
-                    del pending[depth:]
-                else:
-                    yield from flush()
-                    if dirs:
-                        yield rel, entry.stat(follow_symlinks=False)
-                    yield from walk(entry.path, rel, best)
-            elif entry.is_symlink() or entry.is_file(follow_symlinks=False):
-                if excluded and rel not in keep_set:
-                    continue
-                yield from flush()
-                yield rel, entry.stat(follow_symlinks=False)
-
-    yield from walk(os.fspath(context), "", -1)
+    for rel, entry in walk_entries(context, matcher, keep, classic=classic, dirs=dirs):
+        yield rel, entry.stat(follow_symlinks=False)

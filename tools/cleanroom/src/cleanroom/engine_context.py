@@ -1,13 +1,16 @@
 """Ask the real Docker engine what a build context holds, and compare with the computed one.
 
 A throwaway build (``FROM scratch`` + ``COPY . /cleanroom-ctx/``: no base image needed, so it
-works without a registry) receives the context exactly as the builder sends it; ``docker create``
-plus ``docker export`` return its files. The matcher's own listing of the same context (files and
-symlinks; empty folders are not compared) must agree exactly.
+works without a registry) receives the context exactly as the builder sends it; BuildKit's
+``--output type=tar`` (classic: ``docker create`` + ``docker export``) returns its files. The
+listing :mod:`cleanroom.context` computes for the same build (files and symlinks; empty folders
+are not compared) must agree exactly.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -15,6 +18,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .builds import Build, discover_builds
 from .config import Config
@@ -34,66 +38,90 @@ class Diff:
 
 
 def _run(argv: list[str], env: dict[str, str], what: str) -> bytes:
-    import os
-
     p = subprocess.run(argv, capture_output=True, env={**os.environ, **env}, check=False)
     if p.returncode != 0:
         raise StepFailed(f"{what} failed: {p.stderr.decode(errors='replace').strip()[-500:]}")
     return p.stdout
 
 
-def engine_files(context: Path, dockerfile_ignore: Path | None, builder: Builder) -> set[str]:
+_RANDOM_DOCKERFILE = re.compile(r"\.dockerfile\.[0-9a-f]{20}")
+
+
+def _members(stream: IO[bytes], prefix: str) -> set[str]:
+    files: set[str] = set()
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for m in tar:
+            name = m.name
+            while name.startswith("./"):
+                name = name[2:]
+            name = name.lstrip("/")
+            if name.startswith(prefix) and (m.isfile() or m.issym() or m.islnk()):
+                files.add(name[len(prefix):])
+    return files
+
+
+def engine_files(context: Path, dockerfile_ignore: Path | None, builder: Builder,
+                 dockerfile: Path | None = None) -> set[str]:
     """Files and symlinks (posix relpaths) the engine receives for ``context``.
 
     ``dockerfile_ignore``: a BuildKit ``<Dockerfile>.dockerignore`` to honour (copied beside the
     throwaway Dockerfile); ``None`` leaves the context's own ``.dockerignore`` in charge.
+    ``dockerfile``: build with this Dockerfile instead of a throwaway one outside the context
+    (it must hold :data:`PROBE_DOCKERFILE`; the tests use it to put the Dockerfile inside the
+    context, where the builders treat it specially). BuildKit exports the result as a tar
+    (``--output``); the classic builder needs ``docker create`` + ``docker export``.
     """
-    env = builder.environ()
+    env = {**os.environ, **builder.environ()}
     tag = f"cleanroom-ctx-probe:{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory(prefix="cleanroom-ctx-") as tmp:
-        df = Path(tmp) / "Dockerfile"
-        df.write_text(PROBE_DOCKERFILE)
-        if dockerfile_ignore is not None:
-            shutil.copyfile(dockerfile_ignore, Path(tmp) / "Dockerfile.dockerignore")
+        df = dockerfile
+        if df is None:
+            df = Path(tmp) / "Dockerfile"
+            df.write_text(PROBE_DOCKERFILE)
+            if dockerfile_ignore is not None:
+                shutil.copyfile(dockerfile_ignore, Path(tmp) / "Dockerfile.dockerignore")
+        if builder.name == "buildkit":
+            out = Path(tmp) / "out.tar"
+            _run([builder.client, "build", "-q", "-f", str(df), "--output", f"type=tar,dest={out}",
+                  str(context)], env, f"throwaway context build ({builder.name})")
+            with out.open("rb") as fh:
+                return _members(fh, PREFIX)
         cid = ""
         try:
             _run([builder.client, "build", "-q", "-f", str(df), "-t", tag, str(context)], env,
                  f"throwaway context build ({builder.name})")
             cid = _run([builder.client, "create", tag], env, "docker create").decode().strip()
-            proc = subprocess.Popen([builder.client, "export", cid], stdout=subprocess.PIPE)
+            proc = subprocess.Popen([builder.client, "export", cid], stdout=subprocess.PIPE, env=env)
             assert proc.stdout is not None
-            files: set[str] = set()
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-                for m in tar:
-                    name = m.name.lstrip("./")
-                    if name.startswith(PREFIX) and (m.isfile() or m.issym() or m.islnk()):
-                        files.add(name[len(PREFIX):])
+            files = _members(proc.stdout, PREFIX)
             proc.wait()
         finally:
             if cid:
-                subprocess.run([builder.client, "rm", "-f", cid], capture_output=True, check=False)
-            subprocess.run([builder.client, "rmi", "-f", tag], capture_output=True, check=False)
-    if builder.name == "classic":
-        # The classic CLI ships a Dockerfile from outside the context under a random name.
-        files = {f for f in files if not (f.startswith(".dockerfile.") and "/" not in f)}
-    return files
+                subprocess.run([builder.client, "rm", "-f", cid], capture_output=True, check=False, env=env)
+            subprocess.run([builder.client, "rmi", "-f", tag], capture_output=True, check=False, env=env)
+    # The classic CLI ships a Dockerfile from outside the context under a random name (and the
+    # daemon removes it again; this is belt and braces).
+    return {f for f in files if not _RANDOM_DOCKERFILE.fullmatch(f)}
 
 
-def computed_files(context: Path, ignore_file: Path | None) -> set[str]:
-    from .dockerignore import Matcher, read, walk_context
+def computed_files(context: Path, dockerfile: Path, builder: Builder,
+                   server_version: str | None = None) -> set[str]:
+    """What cleanroom computes the probe build of ``context`` receives (the throwaway
+    Dockerfile outside the context; ``dockerfile`` picks the BuildKit ignore file)."""
+    from .context import model_of, plan_for
 
-    patterns = read(ignore_file).patterns if ignore_file else ()
-    return {rel for rel, _ in walk_context(context, Matcher(patterns))}
+    model = model_of(builder.name, builder.client, server_version)
+    return {f.path for f in plan_for(context, None, model, ignore_dockerfile=dockerfile).files()}
 
 
-def compare(build: Build, builder: Builder) -> Diff:
+def compare(build: Build, builder: Builder, server_version: str | None = None) -> Diff:
     from .dockerignore import ignore_file_for
 
     ign = ignore_file_for(build.context, build.dockerfile, buildkit=builder.name == "buildkit")
     ctx_ignore = build.context / ".dockerignore"
     df_ignore = ign if ign is not None and ign != ctx_ignore else None
     engine = engine_files(build.context, df_ignore, builder)
-    computed = computed_files(build.context, ign)
+    computed = computed_files(build.context, build.dockerfile, builder, server_version)
     return Diff(builder.name, sorted(engine - computed), sorted(computed - engine))
 
 
@@ -102,7 +130,7 @@ def engine_findings(repo: Path, cfg: Config) -> list[Finding]:
     out: list[Finding] = []
     for build in discover_builds(repo, cfg):
         for builder in env.builders:
-            d = compare(build, builder)
+            d = compare(build, builder, env.server_version)
             for path in d.only_engine:
                 out.append(Finding(
                     "engine-context-diff", path,

@@ -1,0 +1,617 @@
+"""context: exactly what each build sends to Docker, and why each file is in or out.
+
+The listing is computed (no engine needed) with the matcher of :mod:`cleanroom.dockerignore`, in
+one pruned walk of the context, as the builder that would run the build computes it:
+
+* which ignore file is read: BuildKit reads ``<Dockerfile>.dockerignore`` when it exists, else
+  ``<context>/.dockerignore``; the classic builder only ``<context>/.dockerignore``;
+* how patterns decide (:class:`~cleanroom.dockerignore.Semantics`): a docker <= 20.10 client
+  (its built-in BuildKit client and its classic archive walk) uses fileutils; a current CLI's
+  classic walk uses ``MatchesUsingParentResults`` and the prefix pruning rule; BuildKit fed by a
+  current client (buildx) uses fsutil's walk;
+* the Dockerfile and ``.dockerignore``: BuildKit sends them only when not excluded; the classic
+  CLI appends ``!.dockerignore`` and ``!<Dockerfile>`` to the patterns when they are excluded
+  (``TrimBuildFilesFromExcludes``), and the daemon then removes them again when its own check
+  says they are excluded.
+
+The engine (:mod:`cleanroom.engine_context`) is the judge: ``context --engine`` and the
+differential tests ask it for the same listing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from .builds import Build
+from .dockerignore import (
+    BUILDKIT,
+    CLASSIC,
+    LEGACY,
+    LEGACY_MATCH,
+    PARENTS,
+    DockerignoreError,
+    Matcher,
+    Pattern,
+    Semantics,
+    check_file,
+    ignore_file_for,
+    read,
+    walk_entries,
+)
+from .errors import BadInput
+
+BUILDERS = ("buildkit", "classic")
+CLI_SOURCE = "<docker CLI>"  # patterns the classic CLI appends (TrimBuildFilesFromExcludes)
+_HEADER_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+
+
+# ------------------------------------------------------------------------------ builder model
+
+
+@dataclass(frozen=True)
+class BuilderModel:
+    """What decides a build context, for one builder as this machine would run it."""
+
+    name: str  # "buildkit" or "classic"
+    walk: Semantics  # the context walk
+    trim: Semantics | None = None  # classic CLI: TrimBuildFilesFromExcludes' check
+    daemon: Semantics | None = None  # classic daemon: its removal of Dockerfile/.dockerignore
+    client: str = ""  # the docker client (version) this models, for the header
+
+    @property
+    def buildkit(self) -> bool:
+        return self.name == "buildkit"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.client}; {self.walk.name} matching)" if self.client else (
+            f"{self.name} ({self.walk.name} matching)")
+
+
+def _major(version: str) -> int:
+    m = re.match(r"\s*(\d+)\.", version)
+    return int(m.group(1)) if m else 0
+
+
+def model_for(name: str, client_version: str = "", server_version: str = "") -> BuilderModel:
+    """The model of builder ``name`` driven by a docker client of ``client_version`` against
+    a daemon of ``server_version`` (unknown: current Docker)."""
+    if name not in BUILDERS:
+        raise BadInput(f"unknown builder {name!r}: expected buildkit or classic")
+    client, server = _major(client_version), _major(server_version)
+    old_client = 0 < client < 23
+    label = f"docker {client_version} client" if client_version else ""
+    if name == "buildkit":
+        return BuilderModel("buildkit", LEGACY if old_client else BUILDKIT, client=label)
+    return BuilderModel(
+        "classic",
+        LEGACY if old_client else CLASSIC,
+        trim=LEGACY if old_client else LEGACY_MATCH,
+        daemon=LEGACY if 0 < server < 23 else PARENTS,
+        client=label,
+    )
+
+
+def _clients() -> list[str]:
+    from .dockerenv import _all_clients
+
+    return _all_clients()
+
+
+def _outputs(cmds: Sequence[Sequence[str]]) -> list[tuple[int, str]]:
+    """Run commands side by side (each a short docker CLI call); (rc, stdout) of each."""
+    procs: list[subprocess.Popen[str] | None] = []
+    for argv in cmds:
+        try:
+            procs.append(subprocess.Popen(list(argv), stdout=subprocess.PIPE,
+                                          stderr=subprocess.DEVNULL, text=True))
+        except OSError:
+            procs.append(None)
+    out: list[tuple[int, str]] = []
+    for p in procs:
+        if p is None:
+            out.append((127, ""))
+            continue
+        try:
+            stdout, _ = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            out.append((124, ""))
+            continue
+        out.append((p.returncode, stdout))
+    return out
+
+
+def _version_of(text: str) -> str:
+    m = re.search(r"version\s+([0-9][^\s,]*)", text)
+    return m.group(1) if m else ""
+
+
+_PLUGIN_DIRS = ("~/.docker/cli-plugins", "/usr/local/lib/docker/cli-plugins",
+                "/usr/local/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins",
+                "/usr/libexec/docker/cli-plugins")
+
+
+def _stamp(path: str) -> str:
+    try:
+        st = os.stat(os.path.expanduser(path))
+    except OSError:
+        return "-"
+    return f"{st.st_mtime_ns}:{st.st_size}"
+
+
+def _client_facts(clients: Sequence[str]) -> list[tuple[str, bool]]:
+    """(version, has buildx) per docker client: asked side by side, and remembered in
+    ``$XDG_CACHE_HOME/cleanroom/docker-clients.json`` for as long as the client binary and
+    the CLI plugin folders are unchanged (a listing should not wait for docker)."""
+    import json
+
+    cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cleanroom"
+    cache_file = cache_dir / "docker-clients.json"
+    plugins = ",".join(_stamp(d) for d in _PLUGIN_DIRS)
+    keys = [f"{os.path.realpath(c)}|{_stamp(os.path.realpath(c))}|{plugins}" for c in clients]
+    try:
+        cached = json.loads(cache_file.read_text())
+        if not isinstance(cached, dict):
+            cached = {}
+    except (OSError, ValueError):
+        cached = {}
+    missing = [i for i, k in enumerate(keys) if not isinstance(cached.get(k), list)]
+    if missing:
+        cmds: list[list[str]] = []
+        for i in missing:
+            cmds += [[clients[i], "--version"], [clients[i], "buildx", "version"]]
+        res = _outputs(cmds)
+        for j, i in enumerate(missing):
+            version = _version_of(res[2 * j][1])
+            cached[keys[i]] = [version, res[2 * j + 1][0] == 0]
+        if all(cached[keys[i]][0] for i in missing):  # remember only complete answers
+            try:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
+                tmp.write_text(json.dumps({k: cached[k] for k in keys}))
+                os.replace(tmp, cache_file)
+            except OSError:
+                pass
+    return [(str(cached[k][0]), bool(cached[k][1])) for k in keys]
+
+
+def choose_builder(requested: str | None = None) -> BuilderModel:
+    """The builder a build here would use, modelled: ``requested``, else ``$CLEANROOM_BUILDER``,
+    else what :func:`cleanroom.dockerenv.probe` prefers (BuildKit when a client can drive it:
+    one with buildx, or a docker < 23 client, which has BuildKit built in; else classic).
+
+    Cheap on purpose (no ``docker info``): the client versions come from ``docker --version``
+    and ``docker buildx version``, run side by side; the daemon's version is asked only for
+    the classic builder, whose daemon removes an excluded Dockerfile.
+    """
+    want = requested or os.environ.get("CLEANROOM_BUILDER") or None
+    if want is not None and want not in BUILDERS:
+        raise BadInput(f"unknown builder {want!r} (--builder or CLEANROOM_BUILDER): "
+                       "expected buildkit or classic")
+    clients = _clients()
+    if not clients:
+        return model_for(want or "buildkit")
+    facts = _client_facts(clients)
+    bk_version: str | None = None
+    for version, buildx in facts:
+        if buildx or 0 < _major(version) < 23:
+            bk_version = version
+            break
+    name = want or ("buildkit" if bk_version is not None else "classic")
+    if name == "buildkit":
+        return model_for("buildkit", bk_version if bk_version is not None else facts[0][0])
+    rc, out = _outputs([[clients[0], "version", "--format", "{{.Server.Version}}"]])[0]
+    return model_for("classic", facts[0][0], out.strip() if rc == 0 else "")
+
+
+def model_of(builder_name: str, client: str, server_version: str | None) -> BuilderModel:
+    """The model for a :class:`cleanroom.dockerenv.Builder` (its client binary) and daemon."""
+    res = _outputs([[client, "--version"]])
+    return model_for(builder_name, _version_of(res[0][1]), server_version or "")
+
+
+# ------------------------------------------------------------------------------ the listing
+
+
+class ContextFile(NamedTuple):
+    path: str  # posix, relative to the context root
+    size: int | None  # lstat size (a symlink's is its target's length); None: not asked
+
+
+@dataclass
+class Plan:
+    """How one build's context is decided: the ignore file, the matcher, the forced files."""
+
+    context: Path
+    model: BuilderModel
+    ignore_path: Path | None
+    patterns: tuple[Pattern, ...]
+    dockerfile_rel: str | None  # the Dockerfile inside the context, or None
+    matcher: Matcher = field(init=False)
+    appended: tuple[Pattern, ...] = field(init=False)
+    removed_by_daemon: dict[str, Pattern] = field(init=False)
+
+    def __post_init__(self) -> None:
+        appended: list[Pattern] = []
+        removed: dict[str, Pattern] = {}
+        m = self.model
+        if m.buildkit and m.walk is LEGACY:
+            # A docker <= 20.10 client gets BuildKit's exclude patterns in gRPC (HTTP/2) headers,
+            # which refuse control characters: the build fails ("RST_STREAM ... PROTOCOL_ERROR").
+            for p in self.patterns:
+                if _HEADER_UNSAFE.search(str(p)):
+                    raise DockerignoreError(
+                        f"{p.source}:{p.line}: BuildKit cannot send this pattern (a control "
+                        "character; the docker client passes patterns in gRPC headers), so the "
+                        "build fails", f"pattern: {str(p)!r}")
+        if not m.buildkit:
+            build_files = [".dockerignore"] + ([self.dockerfile_rel] if self.dockerfile_rel else [])
+            assert m.trim is not None and m.daemon is not None
+            for k, f in enumerate(build_files):
+                if check_file(self.patterns, f, m.trim) is not None:
+                    appended.append(Pattern(f, True, k + 1, CLI_SOURCE))
+            for f in build_files:
+                decided = check_file(self.patterns, f, m.daemon)
+                if decided is not None:
+                    removed[f] = decided
+        self.appended = tuple(appended)
+        self.removed_by_daemon = removed
+        self.matcher = Matcher(self.patterns + self.appended, m.walk)
+
+    def files(self, with_sizes: bool = True) -> list[ContextFile]:
+        """Every file and symlink sent, sorted by path (``with_sizes=False``: no ``lstat``,
+        ``size`` None)."""
+        out: list[ContextFile] = []
+        sent_dockerfile = False
+        removed = self.removed_by_daemon
+        for path, entry in walk_entries(self.context, self.matcher):
+            if path == self.dockerfile_rel:
+                sent_dockerfile = True
+            if path not in removed:
+                out.append(ContextFile(path, entry.stat(follow_symlinks=False).st_size
+                                       if with_sizes else None))
+        if (not self.model.buildkit and self.dockerfile_rel and not sent_dockerfile
+                and (self.context / self.dockerfile_rel).is_file()):
+            # The classic daemon reads the Dockerfile from the context it received.
+            raise DockerignoreError(
+                f"the classic builder would fail: the docker CLI does not send the Dockerfile "
+                f"{self.dockerfile_rel} (its '!{self.dockerfile_rel}' does not re-include it), so "
+                "the daemon cannot locate it")
+        out.sort()
+        return out
+
+
+def plan_for(context: Path, dockerfile: Path | None, model: BuilderModel,
+             ignore_dockerfile: Path | None = None) -> Plan:
+    """The plan for a build of ``context`` with ``dockerfile`` (None: one outside the context,
+    as the engine probe uses). ``ignore_dockerfile`` picks the ignore file when it differs
+    from ``dockerfile`` (the probe: the build's own Dockerfile)."""
+    chooser = ignore_dockerfile or dockerfile or context / "Dockerfile"
+    ign = ignore_file_for(context, chooser, buildkit=model.buildkit)
+    patterns = read(ign).patterns if ign is not None else ()
+    rel: str | None = None
+    if dockerfile is not None:
+        r = os.path.relpath(dockerfile, context).replace(os.sep, "/")
+        rel = None if r == ".." or r.startswith("../") else r
+    return Plan(context, model, ign, tuple(patterns), rel)
+
+
+# ------------------------------------------------------------------------------ --why
+
+
+@dataclass(frozen=True)
+class Why:
+    path: str  # as given, relative to the context
+    sent: bool
+    pattern: Pattern | None  # the deciding line (None: no line matches)
+    reason: str  # one line
+
+
+def _where(p: Pattern, repo: Path) -> str:
+    if p.source == CLI_SOURCE:
+        return f"{CLI_SOURCE}:"
+    src = Path(p.source)
+    shown = os.path.relpath(src, repo).replace(os.sep, "/") if src.is_absolute() else p.source
+    return f"{shown}:{p.line}:"
+
+
+def explain(plan: Plan, relpath: str, repo: Path) -> Why:
+    """Which line decides whether ``relpath`` (context-relative; need not exist) is sent."""
+    m = plan.matcher
+    pruned = m.pruned_ancestor(relpath)
+    decided = m.match(relpath)
+    if pruned is not None:
+        by = m.match(pruned)
+        assert by is not None
+        return Why(relpath, False, by, (
+            f"not sent: its folder '{pruned}' is excluded by {_where(by, repo)}{by} and the "
+            f"{plan.model.name} builder does not look inside it (no '!' line names a path below it"
+            + (", and a '!' line with a wildcard does not count" if plan.model.walk.prune == "prefix"
+               and m._wildcard_exceptions else "") + ")"))
+    if relpath in plan.removed_by_daemon:
+        rm = plan.removed_by_daemon[relpath]
+        return Why(relpath, False, rm, (
+            f"not sent: excluded by {_where(rm, repo)}{rm}; the classic CLI sends it anyway and "
+            "the daemon removes it from the context after reading it"))
+    if decided is None:
+        return Why(relpath, True, None, "sent: no line matches")
+    if decided.source == CLI_SOURCE:
+        return Why(relpath, True, decided, (
+            "sent: the classic CLI re-includes the Dockerfile and .dockerignore it excluded"))
+    if decided.exclusion:
+        return Why(relpath, True, decided, f"sent: re-included by {_where(decided, repo)}{decided}")
+    return Why(relpath, False, decided, f"excluded by {_where(decided, repo)}{decided}")
+
+
+# ------------------------------------------------------------------------------ --sizes
+
+
+@dataclass(frozen=True)
+class Sizes:
+    total: int
+    count: int
+    folders: list[tuple[str, int, int]]  # (folder, bytes below it, files below it), largest first
+    files: list[ContextFile]  # largest first
+
+
+def sizes(files: Iterable[ContextFile], top: int = 10) -> Sizes:
+    total = count = 0
+    per_dir: dict[str, list[int]] = {}
+    flist = list(files)
+    for f in flist:
+        size = f.size or 0
+        total += size
+        count += 1
+        d = f.path
+        while "/" in d:
+            d = d.rpartition("/")[0]
+            acc = per_dir.setdefault(d, [0, 0])
+            acc[0] += size
+            acc[1] += 1
+    folders = sorted(((d, b, n) for d, (b, n) in per_dir.items()), key=lambda t: (-t[1], t[0]))
+    largest = sorted(flist, key=lambda f: (-(f.size or 0), f.path))[:top]
+    return Sizes(total, count, folders[:top], largest)
+
+
+def human(n: int) -> str:
+    v = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if v < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return f"{n} B"
+
+
+# ------------------------------------------------------------------------------ per build
+
+
+@dataclass
+class BuildListing:
+    build: Build
+    plan: Plan
+    files: list[ContextFile]
+
+    def header(self, repo: Path) -> str:
+        b, p = self.build, self.plan
+        ign = os.path.relpath(p.ignore_path, repo).replace(os.sep, "/") if p.ignore_path else None
+        ign_s = f"ignore file {ign} ({len(p.patterns)} patterns)" if ign else "no ignore file"
+        return (f"# build '{b.name}': context {b.rel_context(repo) or '.'}, dockerfile "
+                f"{rel(b.dockerfile, repo)}, builder {p.model.label}, {ign_s}; "
+                f"{len(self.files)} files")
+
+
+def rel(p: Path, repo: Path) -> str:
+    r = os.path.relpath(p, repo).replace(os.sep, "/")
+    return r
+
+
+def select_builds(builds: list[Build], name: str | None) -> list[Build]:
+    if name is None:
+        return builds
+    chosen = [b for b in builds if b.name == name]
+    if not chosen:
+        raise BadInput(f"--build {name}: no such build; builds: "
+                       + ", ".join(b.name for b in builds))
+    return chosen
+
+
+def listing(build: Build, model: BuilderModel, with_sizes: bool = True) -> BuildListing:
+    plan = plan_for(build.context, build.dockerfile, model)
+    return BuildListing(build, plan, plan.files(with_sizes))
+
+
+def to_context_path(repo: Path, build: Build, path: str) -> str | None:
+    """``path`` (absolute, or relative to the repo root) relative to the build's context;
+    None when it lies outside the context."""
+    p = Path(path)
+    absolute = os.path.normpath(p if p.is_absolute() else repo / p)
+    ctx = os.path.normpath(build.context)
+    if absolute == ctx:
+        return None
+    r = os.path.relpath(absolute, ctx).replace(os.sep, "/")
+    if r == ".." or r.startswith("../"):
+        return None
+    return r
+
+
+# ------------------------------------------------------------------------------ the command
+
+
+@dataclass
+class Options:
+    build: str | None = None
+    builder: str | None = None
+    json: bool = False
+    sizes: bool = False
+    why: list[str] = field(default_factory=list)
+    engine: bool = False
+    top: int = 10
+
+
+def _emit(text: str) -> None:
+    import sys
+
+    data = text.encode("utf-8", "surrogateescape")
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def run(repo: Path, builds: list[Build], opts: Options) -> int:
+    """``cleanroom context``: print the listing (or --sizes, --why, --engine); the exit code."""
+    import json
+
+    chosen = select_builds(builds, opts.build)
+    if opts.engine:
+        return _run_engine(repo, chosen, opts)
+    model = choose_builder(opts.builder)
+    if opts.why:
+        return _run_why(repo, chosen, model, opts)
+    # A build whose ignore file Docker would refuse is reported (exit 2); the others are listed.
+    listings: list[BuildListing | tuple[Build, DockerignoreError]] = []
+    for b in chosen:
+        try:
+            listings.append(listing(b, model, with_sizes=opts.json or opts.sizes))
+        except DockerignoreError as exc:
+            listings.append((b, exc))
+    rc = 0
+    if opts.json:
+        docs: list[dict[str, object]] = []
+        for li in listings:
+            if isinstance(li, tuple):
+                rc = 2
+                docs.append(_error_json(li[0], li[1], repo, model))
+            else:
+                docs.append(_build_json(li, repo, opts))
+        _emit(json.dumps({"builds": docs}, indent=1, ensure_ascii=False) + "\n")
+        return rc
+    out: list[str] = []
+    for li in listings:
+        if isinstance(li, tuple):
+            rc = 2
+            b, err = li
+            out.append(f"# build '{b.name}': error: {err.message}" + (f" ({err.detail})" if err.detail else ""))
+            continue
+        out.append(li.header(repo))
+        if opts.sizes:
+            out.extend(_sizes_text(sizes(li.files, opts.top)))
+        else:
+            out.extend(f.path for f in li.files)
+    _emit("\n".join(out) + "\n")
+    return rc
+
+
+def _error_json(b: Build, exc: DockerignoreError, repo: Path, model: BuilderModel) -> dict[str, object]:
+    return {"name": b.name, "context": b.rel_context(repo) or ".", "dockerfile": rel(b.dockerfile, repo),
+            "ignore_file": None, "builder": model.name, "matching": model.walk.name,
+            "error": exc.message, "files": []}
+
+
+def _build_json(li: BuildListing, repo: Path, opts: Options) -> dict[str, object]:
+    b, p = li.build, li.plan
+    d: dict[str, object] = {
+        "name": b.name,
+        "context": b.rel_context(repo) or ".",
+        "dockerfile": rel(b.dockerfile, repo),
+        "ignore_file": rel(p.ignore_path, repo) if p.ignore_path else None,
+        "builder": p.model.name,
+        "matching": p.model.walk.name,
+        "files": [{"path": f.path, "size": f.size} for f in li.files],
+    }
+    if opts.sizes:
+        s = sizes(li.files, opts.top)
+        d["sizes"] = {
+            "total": s.total,
+            "count": s.count,
+            "largest_folders": [{"path": f, "size": n, "files": c} for f, n, c in s.folders],
+            "largest_files": [{"path": f.path, "size": f.size} for f in s.files],
+        }
+    return d
+
+
+def _sizes_text(s: Sizes) -> list[str]:
+    out = [f"total: {human(s.total)} in {s.count} files"]
+    if s.folders:
+        out.append("largest folders:")
+        out += [f"  {human(n):>10}  {c:>7} files  {f}/" for f, n, c in s.folders]
+    if s.files:
+        out.append("largest files:")
+        out += [f"  {human(f.size or 0):>10}  {f.path}" for f in s.files]
+    return out
+
+
+def _run_why(repo: Path, builds: list[Build], model: BuilderModel, opts: Options) -> int:
+    import json
+
+    rows: list[dict[str, object]] = []
+    lines: list[str] = []
+    for b in builds:
+        plan = plan_for(b.context, b.dockerfile, model)
+        for given in opts.why:
+            inner = to_context_path(repo, b, given)
+            if inner is None:
+                rows.append({"build": b.name, "path": given, "sent": False, "source": None,
+                             "line": None, "pattern": None,
+                             "reason": "outside the build context"})
+                lines.append(f"::\t{given}\tnot in the context of build '{b.name}' "
+                             f"(context {b.rel_context(repo) or '.'})")
+                continue
+            w = explain(plan, inner, repo)
+            src = _where(w.pattern, repo) if w.pattern else "::"
+            pat = str(w.pattern) if w.pattern else ""
+            lines.append(f"{src}{pat}\t{inner}\t{w.reason} (build '{b.name}', {model.name})")
+            rows.append({
+                "build": b.name, "path": inner, "sent": w.sent,
+                "source": (rel(Path(w.pattern.source), repo) if w.pattern and w.pattern.source != CLI_SOURCE
+                           else (CLI_SOURCE if w.pattern else None)),
+                "line": w.pattern.line if w.pattern and w.pattern.source != CLI_SOURCE else None,
+                "pattern": pat or None, "reason": w.reason,
+            })
+    if opts.json:
+        _emit(json.dumps({"why": rows}, indent=1, ensure_ascii=False) + "\n")
+    else:
+        _emit("\n".join(lines) + "\n")
+    return 0
+
+
+def _run_engine(repo: Path, builds: list[Build], opts: Options) -> int:
+    import json
+
+    from .dockerenv import require_engine
+    from .engine_context import compare
+    from .errors import ToolMissing
+
+    env = require_engine()
+    want = opts.builder or os.environ.get("CLEANROOM_BUILDER") or None
+    if want is not None and want not in BUILDERS:
+        raise BadInput(f"unknown builder {want!r}: expected buildkit or classic")
+    builder = env.builder if want is None else next((b for b in env.builders if b.name == want), None)
+    if builder is None:
+        raise ToolMissing(f"the {want} builder is not available here; install Debian's docker.io "
+                          "(its client builds with BuildKit) or the buildx plugin")
+    docs: list[dict[str, object]] = []
+    lines: list[str] = []
+    differ = False
+    for b in builds:
+        d = compare(b, builder, env.server_version)
+        differ = differ or bool(d.only_engine or d.only_computed)
+        docs.append({"name": b.name, "builder": d.builder, "only_engine": d.only_engine,
+                     "only_computed": d.only_computed})
+        n = len(d.only_engine) + len(d.only_computed)
+        lines.append(f"# build '{b.name}' ({d.builder}): "
+                     + ("the engine and cleanroom agree" if n == 0 else f"{n} difference(s)"))
+        lines += [f"only in the engine: {p}" for p in d.only_engine]
+        lines += [f"only computed: {p}" for p in d.only_computed]
+    if opts.json:
+        _emit(json.dumps({"builds": docs}, indent=1, ensure_ascii=False) + "\n")
+    else:
+        _emit("\n".join(lines) + "\n")
+    return 1 if differ else 0
