@@ -71,3 +71,13 @@ def snapshot(repo: Path) -> dict[str, bytes]:
     return out
 
 
+
+
+def set_config(repo: Path, section: str, key: str, value: object) -> None:
+    """Set ``[section] key = value`` in the repo's cleanroom.toml, keeping the rest."""
+    import tomlkit
+
+    path = repo / "cleanroom.toml"
+    doc = tomlkit.parse(path.read_text()) if path.exists() else tomlkit.document()
+    doc.setdefault(section, tomlkit.table())[key] = value
+    path.write_text(tomlkit.dumps(doc))

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import cli, git, snapshot
+from helpers import cli, git, snapshot, set_config
 
 
 def plant(repo: Path) -> None:
@@ -103,8 +103,7 @@ def test_allowed_paths_are_kept(repo: Path) -> None:
 
 
 def test_extra_patterns_from_the_config(repo: Path) -> None:
-    cfg = repo / "cleanroom.toml"
-    cfg.write_text(cfg.read_text() + '\n[artifacts]\nextra = ["*.log"]\n')
+    set_config(repo, "artifacts", "extra", ["*.log"])
     (repo / "run.log").write_text("log\n")
     (repo / "keep.txt").write_text("keep\n")
     r = cli("clean", "--yes", cwd=repo)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import tomlkit
-from helpers import cli, git, snapshot
-
 from cleanroom.config import Config
+from cleanroom.drift import find_drift
 from cleanroom.errors import BadInput
-from cleanroom.variants import find_drift, render, select_plan, written_by_select
+from cleanroom.variants import render, select_plan, written_by_select
+from helpers import cli, git, snapshot
 
 
 def _parsed(path: Path) -> dict:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import cli, git
+from helpers import cli, git, set_config
 
 COMPOSE = """\
 services:
@@ -272,8 +272,7 @@ def test_clean_nested_gitignores_and_exceptions(vrepo: Path) -> None:
 def test_clean_allowlisted_tracked_artifact(vrepo: Path) -> None:
     (vrepo / "docs").mkdir()
     (vrepo / "docs" / "example_pb2.py").write_text("# sample shown in the docs\n")
-    cfg = vrepo / "cleanroom.toml"
-    cfg.write_text(cfg.read_text() + '\n[artifacts]\nallow = [{ path = "docs/example_pb2.py", reason = "docs sample" }]\n')
+    set_config(vrepo, "artifacts", "allow", [{"path": "docs/example_pb2.py", "reason": "docs sample"}])
     commit_all(vrepo)
     assert verify(vrepo) == (0, [])
 

@@ -143,7 +143,7 @@ def docker_rows(container: bool) -> tuple[list[Row], bool]:
 
 
 def workspace_rows(ws: Workspace | None, config_error: str, container: bool) -> list[Row]:
-    from .variants import find_drift
+    from .drift import find_drift
 
     rows: list[Row] = []
     if ws is None:

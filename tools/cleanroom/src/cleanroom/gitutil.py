@@ -72,14 +72,43 @@ class PolicyFile:
         os.unlink(self.path)
 
 
-def tracked_matching(repo: Path, policy: str) -> list[str]:
-    """Tracked files that the policy patterns match (from the index: no tree walk)."""
-    return split0(git(repo, "ls-files", "-z", "--cached", "--ignored", f"--exclude-from={policy}"))
+def _collapse(entries: list[str]) -> list[str]:
+    """``ls-files --others --ignored --directory`` also names an untracked folder whose whole
+    content is ignored (``a/``) before that content (``a/x.lock``, ``a/__pycache__/``): keep
+    only entries with nothing listed below them, so a folder entry means "this whole folder"."""
+    entries = sorted(entries)
+    out = []
+    for i, e in enumerate(entries):
+        if e.endswith("/") and i + 1 < len(entries) and entries[i + 1].startswith(e):
+            continue
+        out.append(e)
+    return out
 
 
-def untracked_matching(repo: Path, policy: str) -> list[str]:
-    """Files on disk, not tracked, that the policy patterns match (ignored by .gitignore or not)."""
-    return split0(git(repo, "ls-files", "-z", "--others", "--ignored", f"--exclude-from={policy}"))
+def artifact_listing(repo: Path, policy: str) -> tuple[list[str], list[str]]:
+    """(tracked paths, untracked paths on disk) that the policy patterns match.
+
+    The two git calls run side by side: one reads the index, the other is the one walk of the
+    tree. ``--directory`` makes git report a matching folder (``.venv/``, ``__pycache__/``) as
+    one entry, ending in ``/``, instead of descending into it.
+    """
+    base = [_git_bin(), "-c", "core.quotePath=false", "ls-files", "-z", "--ignored",
+            f"--exclude-from={policy}"]
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
+    procs = [
+        subprocess.Popen([*base, "--cached"], cwd=repo, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE),
+        subprocess.Popen([*base, "--others", "--directory"], cwd=repo, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+    ]
+    outs = []
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode != 0:
+            msg = err.decode(errors="replace").strip().splitlines()
+            raise BadInput(f"git ls-files failed in {repo}: {msg[-1] if msg else p.returncode}")
+        outs.append(split0(out))
+    return outs[0], _collapse(outs[1])
 
 
 def not_ignored(repo: Path, paths: Sequence[str]) -> list[str]:

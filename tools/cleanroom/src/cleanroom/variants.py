@@ -18,7 +18,7 @@ from typing import Any
 
 import tomlkit
 from tomlkit.exceptions import ParseError
-from tomlkit.items import AoT, Table
+from tomlkit.items import AoT
 from tomlkit.toml_document import TOMLDocument
 
 from .config import Config
@@ -246,55 +246,3 @@ def select_plan(repo: Path, cfg: Config, variant: str, without: Sequence[str] = 
                 detail=diff,
             )
     return sel, [WriteFile(target, sel.content, f"from {sel.variant_file}")]
-
-
-# ---------------------------------------------------------------------------------- drift
-
-
-@dataclass(frozen=True)
-class Drift:
-    key: str
-    binary: Any
-    source: Any
-
-
-_MISSING = "<missing>"
-
-
-def _flatten(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(node, dict) and not isinstance(node, list):
-        for k, v in node.items():
-            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-    else:
-        yield prefix, _plain(node)
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, Table | dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list | AoT):
-        return [_plain(v) for v in node]
-    if hasattr(node, "unwrap"):
-        return node.unwrap()
-    return node
-
-
-def _under(key: str, prefixes: Sequence[str]) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in prefixes)
-
-
-def find_drift(repo: Path, cfg: Config) -> list[Drift]:
-    """Every key path under the shared sections whose value differs between the variants."""
-    _, bdoc = load_variant(repo, cfg, "binary")
-    _, sdoc = load_variant(repo, cfg, "source")
-    out: list[Drift] = []
-    for section in cfg.variants.shared:
-        b = dict(_flatten(_get(bdoc, section), section)) if _get(bdoc, section) is not None else {}
-        s = dict(_flatten(_get(sdoc, section), section)) if _get(sdoc, section) is not None else {}
-        for key in sorted(set(b) | set(s)):
-            if _under(key, cfg.variants.may_differ):
-                continue
-            bv, sv = b.get(key, _MISSING), s.get(key, _MISSING)
-            if bv != sv:
-                out.append(Drift(key, bv, sv))
-    return out

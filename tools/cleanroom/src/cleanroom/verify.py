@@ -9,21 +9,49 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import policy
 from .builds import Build, discover_builds
 from .config import Config
+from .drift import MISSING, find_drift
 from .findings import Finding
-from .gitutil import PolicyFile, file_size, not_ignored, require_repo, tracked_matching, untracked_matching
-from .variants import find_drift
+from .gitutil import PolicyFile, artifact_listing, not_ignored, require_repo
+
+if TYPE_CHECKING:
+    from .context import BuilderModel
+    from .dockerignore import Matcher
 
 
 def _is_ignore_file(path: str) -> bool:
     name = path.rsplit("/", 1)[-1]
     return name == ".dockerignore" or name.endswith(".dockerignore")
+
+
+def _is_gitignore(path: str) -> bool:
+    return path.rsplit("/", 1)[-1] == ".gitignore"
+
+
+def _tree_size(path: Path) -> int:
+    """Bytes under ``path`` (a file, a link as itself, or a folder, links not followed)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return 0
+    if not path.is_dir() or path.is_symlink():
+        return st.st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
 
 
 @dataclass(frozen=True)
@@ -45,7 +73,8 @@ class VerifyContext:
     cfg: Config
     out_dir: Path | None = None
     check_generated: bool = False
-    _cache: dict[str, object] = field(default_factory=dict)
+    _matchers: dict[tuple[Path | None, str], Matcher] = field(default_factory=dict)
+    _skipped: dict[tuple[int, str], bool] = field(default_factory=dict)
 
     def rel(self, p: Path) -> str:
         return os.path.relpath(p, self.repo).replace(os.sep, "/")
@@ -55,28 +84,59 @@ class VerifyContext:
         return self.cfg.artifacts.all_patterns
 
     @cached_property
-    def _listing(self) -> tuple[list[str], list[str], list[str]]:
-        """(tracked artifacts, untracked-on-disk artifacts, docker ignore files), from git."""
-        names = [".dockerignore", "*.dockerignore"]
+    def _listing(self) -> tuple[list[str], list[str], list[str], list[str]]:
+        """(tracked artifacts, untracked artifacts on disk, docker ignore files, .gitignore
+        files), from one walk by git with the policy (plus the ignore files' names) as the
+        exclude list. Untracked artifact folders are one entry ending in "/"."""
+        names = [".dockerignore", "*.dockerignore", ".gitignore"]
         with PolicyFile([*self.patterns, *names]) as pf:
-            tracked = tracked_matching(self.repo, pf)
-            others = untracked_matching(self.repo, pf)
-        ign = sorted(p for p in tracked + others if _is_ignore_file(p))
-        tracked = [p for p in tracked if not _is_ignore_file(p)]
-        others = [p for p in others if not _is_ignore_file(p)]
-        return tracked, others, ign
+            tracked, others = artifact_listing(self.repo, pf)
+        both = tracked + others
+        ign = sorted(p for p in both if _is_ignore_file(p))
+        gi = sorted(p for p in both if _is_gitignore(p))
+
+        def keep(p: str) -> bool:
+            return not (_is_ignore_file(p) or _is_gitignore(p))
+
+        return [p for p in tracked if keep(p)], [p for p in others if keep(p)], ign, gi
 
     @property
     def tracked_artifacts(self) -> list[str]:
         return self._listing[0]
 
     @property
-    def disk_artifacts(self) -> list[str]:
+    def disk_entries(self) -> list[str]:
+        """Untracked artifacts on disk; a whole artifact folder is one entry ending in "/"."""
         return self._listing[1]
+
+    @cached_property
+    def disk_artifacts(self) -> list[str]:
+        """Untracked artifact files on disk, folders expanded (links not followed); a nested
+        git repository stays one entry ending in "/" (never looked into)."""
+        out: list[str] = []
+        for e in self.disk_entries:
+            if not e.endswith("/"):
+                out.append(e)
+                continue
+            top = self.repo / e
+            if (top / ".git").exists():
+                out.append(e)
+                continue
+            for root, dirs, files in os.walk(top):
+                rel = self.rel(Path(root))
+                nested = [d for d in dirs if (Path(root) / d / ".git").exists()]
+                out += [f"{rel}/{d}/" for d in nested]
+                dirs[:] = sorted(d for d in dirs if d not in nested)
+                out += [f"{rel}/{f}" for f in sorted(files)]
+        return out
 
     @property
     def ignore_files(self) -> list[str]:
         return self._listing[2]
+
+    @property
+    def gitignore_files(self) -> list[str]:
+        return self._listing[3]
 
     @cached_property
     def builds(self) -> list[Build]:
@@ -95,14 +155,80 @@ class VerifyContext:
                 out.append(BuildIgnore(b, "classic", classic))
         return out
 
-    def matcher(self, bi: BuildIgnore):  # type: ignore[no-untyped-def]
+    # Two git questions are asked in background threads as soon as the listing is known, so
+    # that git answers them while the Docker-side rules run in Python.
+    @cached_property
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=2, thread_name_prefix="cleanroom-git")
+
+    @cached_property
+    def untracked_not_ignored(self) -> Future[list[str]]:
+        """Untracked artifact entries that the repo's ignore rules do not ignore."""
+        candidates = [p for p in self.disk_entries if not self.allowed(p.rstrip("/"))]
+        return self._pool.submit(not_ignored, self.repo, candidates)
+
+    @cached_property
+    def gitignore_probes(self) -> dict[str, str]:
+        """Probe path -> policy pattern: at the root, nested, and in every folder holding a
+        .gitignore of its own (where a '!' line could re-include an artifact)."""
+        extra = sorted({f.rsplit("/", 1)[0] for f in self.gitignore_files if "/" in f})
+        by_probe: dict[str, str] = {}
+        for pat in self.patterns:
+            ps = policy.probes(pat)
+            if not policy.parse(pat).anchored:
+                ps += [f"{d}/{ps[0]}" for d in extra]
+            for p in ps:
+                by_probe.setdefault(p, pat)
+        return by_probe
+
+    @cached_property
+    def probes_not_ignored(self) -> Future[list[str]]:
+        return self._pool.submit(not_ignored, self.repo, list(self.gitignore_probes))
+
+    def prefetch(self) -> None:
+        """Start the background git questions."""
+        self.untracked_not_ignored  # noqa: B018 (starts it)
+        self.probes_not_ignored  # noqa: B018
+
+    @cached_property
+    def builder_model(self) -> BuilderModel:
+        """The builder a build here would use, modelled (its matching semantics)."""
+        from .context import choose_builder
+
+        return choose_builder()
+
+    def matcher(self, bi: BuildIgnore) -> Matcher:
+        """Docker's matcher for the file this build reads, with the builder's semantics (as
+        this machine's client drives it; current Docker for a builder not in use here)."""
+        from .context import model_for
         from .dockerignore import Matcher, read
 
-        key = f"m:{bi.ignore_path}"
-        if key not in self._cache:
+        model = self.builder_model
+        walk = model.walk if model.name == bi.builder else model_for(bi.builder).walk
+        key = (bi.ignore_path, walk.name)
+        if key not in self._matchers:
             ign = read(bi.ignore_path) if bi.ignore_path else None
-            self._cache[key] = (Matcher(ign.patterns if ign else ()), ign)
-        return self._cache[key]
+            self._matchers[key] = Matcher(ign.patterns if ign else (), walk)
+        return self._matchers[key]
+
+    def folder_skipped(self, matcher: Matcher, inner_dir: str) -> bool:
+        """Does the context walk skip folder ``inner_dir`` (or a folder above it) whole? As
+        ``Matcher.pruned_ancestor``, memoized per folder: artifact paths share their folders."""
+        d = inner_dir.rstrip("/")
+        if not d:
+            return False
+        key = (id(matcher), d)
+        hit = self._skipped.get(key)
+        if hit is None:
+            parent = d.rpartition("/")[0]
+            hit = self.folder_skipped(matcher, parent) or matcher.may_prune(d)
+            self._skipped[key] = hit
+        return hit
+
+    def sent(self, matcher: Matcher, inner: str) -> bool:
+        """Would the context walk send file ``inner`` (context-relative; need not exist)? As the
+        walk decides: a folder above it that is skipped, else the file's own match."""
+        return not self.folder_skipped(matcher, inner.rpartition("/")[0]) and not matcher.excluded(inner)
 
     def allowed(self, path: str) -> bool:
         return policy.allowed(path, self.cfg.artifacts.allow) is not None
@@ -112,7 +238,7 @@ Rule = Callable[[VerifyContext], Iterable[Finding]]
 
 
 def _fmt(v: object) -> str:
-    return "(absent)" if v == "<missing>" else repr(v)
+    return "(absent)" if v == MISSING else repr(v)
 
 
 def _size(n: int) -> str:
@@ -136,8 +262,7 @@ def rule_tracked_artifact(ctx: VerifyContext) -> Iterator[Finding]:
 
 
 def rule_untracked_artifact(ctx: VerifyContext) -> Iterator[Finding]:
-    candidates = [p for p in ctx.disk_artifacts if not ctx.allowed(p)]
-    for path in not_ignored(ctx.repo, candidates):
+    for path in ctx.untracked_not_ignored.result():
         yield Finding(
             "untracked-artifact", path,
             "a build artifact that git shows as untracked: nothing ignores it, so it can be committed",
@@ -146,28 +271,11 @@ def rule_untracked_artifact(ctx: VerifyContext) -> Iterator[Finding]:
         )
 
 
-def _nested_gitignore_dirs(ctx: VerifyContext) -> list[str]:
-    from .gitutil import git, split0
-
-    files = split0(git(ctx.repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard",
-                       "--", ":(glob)**/.gitignore"))
-    return sorted({f.rsplit("/", 1)[0] for f in files if "/" in f})
-
-
 def gitignore_gaps(ctx: VerifyContext) -> dict[str, list[str]]:
     """Policy pattern -> the probe paths git does not ignore (empty: fully covered)."""
-    extra = _nested_gitignore_dirs(ctx)
-    by_probe: dict[str, str] = {}
-    for pat in ctx.patterns:
-        ps = policy.probes(pat)
-        if not policy.parse(pat).anchored:
-            name = ps[0]
-            ps += [f"{d}/{name}" for d in extra]
-        for p in ps:
-            by_probe.setdefault(p, pat)
     per_pattern: dict[str, list[str]] = {}
-    for probe in not_ignored(ctx.repo, list(by_probe)):
-        per_pattern.setdefault(by_probe[probe], []).append(probe)
+    for probe in ctx.probes_not_ignored.result():
+        per_pattern.setdefault(ctx.gitignore_probes[probe], []).append(probe)
     return per_pattern
 
 
@@ -194,7 +302,7 @@ def docker_gaps(ctx: VerifyContext) -> list[DockerGap]:
     """Per build and policy pattern, the probe paths Docker's matcher would send."""
     gaps = []
     for bi in ctx.build_ignores:
-        matcher, _ = ctx.matcher(bi)
+        matcher = ctx.matcher(bi)
         ctx_rel = bi.build.rel_context(ctx.repo)
         top = sorted(
             e.name for e in os.scandir(bi.build.context)
@@ -212,7 +320,7 @@ def docker_gaps(ctx: VerifyContext) -> list[DockerGap]:
             else:
                 name = probes[0]
                 probes += [f"{d}/{name}" for d in top]
-            leaked = [p for p in probes if not matcher.excluded(p)]
+            leaked = [p for p in probes if ctx.sent(matcher, p)]
             if leaked:
                 gaps.append(DockerGap(bi, ignore_name, pat, leaked))
     return gaps
@@ -259,18 +367,27 @@ def rule_dead_ignore_file(ctx: VerifyContext) -> Iterator[Finding]:
 
 
 def rule_context_leak(ctx: VerifyContext) -> Iterator[Finding]:
-    paths = sorted(set(ctx.tracked_artifacts) | set(ctx.disk_artifacts))
+    entries = sorted(set(ctx.tracked_artifacts) | set(ctx.disk_entries))
     for bi in ctx.build_ignores:
-        matcher, _ = ctx.matcher(bi)
+        matcher = ctx.matcher(bi)
         ctx_rel = bi.build.rel_context(ctx.repo)
         prefix = ctx_rel + "/" if ctx_rel else ""
-        for path in paths:
-            if not path.startswith(prefix) or ctx.allowed(path):
+        leaks: list[str] = []
+        for entry in entries:
+            if not entry.startswith(prefix) or ctx.allowed(entry.rstrip("/")):
                 continue
-            inner = path[len(prefix):]
-            if matcher.excluded(inner):
-                continue
-            size = file_size(ctx.repo / path)
+            inner = entry[len(prefix):]
+            if entry.endswith("/"):
+                if ctx.folder_skipped(matcher, inner) or (ctx.repo / entry / ".git").exists():
+                    continue
+                # a folder Docker would look into: its files, one by one
+                for root, _dirs, files in os.walk(ctx.repo / entry):
+                    rel = ctx.rel(Path(root))
+                    leaks += [f"{rel}/{f}" for f in files if ctx.sent(matcher, f"{rel}/{f}"[len(prefix):])]
+            elif ctx.sent(matcher, inner):
+                leaks.append(entry)
+        for path in leaks:
+            size = _tree_size(ctx.repo / path)
             yield Finding(
                 "context-leak", path,
                 f"this artifact ({_size(size)}) would be sent in the context of {bi.label}",
@@ -325,16 +442,23 @@ def run_verify(repo: Path, cfg: Config, out_dir: Path | None = None,
                check_generated: bool = False) -> tuple[list[Finding], list[str]]:
     require_repo(repo)
     ctx = VerifyContext(repo=repo, cfg=cfg, out_dir=out_dir, check_generated=check_generated)
+    ctx.prefetch()
     findings: list[Finding] = []
     checked = []
-    for name, func in RULE_FUNCS.items():
+    for name in RULE_FUNCS:
         if name == "generated":
-            if not check_generated:
-                continue
-            checked += ["generated-missing", "generated-stale"]
+            if check_generated:
+                checked += ["generated-missing", "generated-stale"]
         else:
             checked.append(name)
-        findings.extend(func(ctx))
+    # The rules that wait on git's background answers run last.
+    waiting = ("untracked-artifact", "gitignore-gap")
+    order = [n for n in RULE_FUNCS if n not in waiting] + list(waiting)
+    for name in order:
+        if name == "generated" and not check_generated:
+            continue
+        findings.extend(RULE_FUNCS[name](ctx))
+    ctx._pool.shutdown(wait=False)
     return findings, checked
 
 
