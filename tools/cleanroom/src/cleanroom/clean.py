@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import policy
 from .config import Config
+from .findings import human_size
 from .gitutil import file_size, git, require_repo, split0
 from .plan import Plan, Remove, execute
 from .verify import VerifyContext
@@ -56,16 +57,7 @@ class Cleanup:
 
     @property
     def plan(self) -> Plan:
-        return [Remove(self.repo / i.path, f"{i.pattern}, {human(i.size)}") for i in self.items]
-
-
-def human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+        return [Remove(self.repo / i.path, f"{i.pattern}, {human_size(i.size)}") for i in self.items]
 
 
 def _match(spec: policy.Spec, parts: Sequence[str]) -> bool:
@@ -176,12 +168,12 @@ def render(c: Cleanup, deleted: bool) -> str:
         lines = ["clean: nothing to delete: no host-side artifacts the policy names"]
     else:
         head = "deleted" if deleted else "would delete (run with --yes to delete)"
-        lines = [f"clean: {head}: {len(c.items)} artifact(s), {human(c.size)}"]
+        lines = [f"clean: {head}: {len(c.items)} artifact(s), {human_size(c.size)}"]
         width = max(len(i.shown) for i in c.items)
         for i in c.items:
             what = f"{i.files} file(s)" if i.folder else "a link, removed as a link" if i.link else ""
             note = f"  ({i.pattern}{', ' + what if what else ''})"
-            lines.append(f"  {i.shown.ljust(width)}  {human(i.size).rjust(10)}{note}")
+            lines.append(f"  {i.shown.ljust(width)}  {human_size(i.size).rjust(10)}{note}")
     for path, why in c.kept:
         lines.append(f"  kept {path}: {why}")
     return "\n".join(lines)

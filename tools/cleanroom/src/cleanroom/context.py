@@ -45,6 +45,7 @@ from .dockerignore import (
     walk_entries,
 )
 from .errors import BadInput
+from .findings import human_size
 
 BUILDERS = ("buildkit", "classic")
 CLI_SOURCE = "<docker CLI>"  # patterns the classic CLI appends (TrimBuildFilesFromExcludes)
@@ -381,15 +382,6 @@ def sizes(files: Iterable[ContextFile], top: int = 10) -> Sizes:
     return Sizes(total, count, folders[:top], largest)
 
 
-def human(n: int) -> str:
-    v = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if v < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1024
-    return f"{n} B"
-
-
 # ------------------------------------------------------------------------------ per build
 
 
@@ -538,13 +530,13 @@ def _build_json(li: BuildListing, repo: Path, opts: Options) -> dict[str, object
 
 
 def _sizes_text(s: Sizes) -> list[str]:
-    out = [f"total: {human(s.total)} in {s.count} files"]
+    out = [f"total: {human_size(s.total)} in {s.count} files"]
     if s.folders:
         out.append("largest folders:")
-        out += [f"  {human(n):>10}  {c:>7} files  {f}/" for f, n, c in s.folders]
+        out += [f"  {human_size(n):>10}  {c:>7} files  {f}/" for f, n, c in s.folders]
     if s.files:
         out.append("largest files:")
-        out += [f"  {human(f.size or 0):>10}  {f.path}" for f in s.files]
+        out += [f"  {human_size(f.size or 0):>10}  {f.path}" for f in s.files]
     return out
 
 

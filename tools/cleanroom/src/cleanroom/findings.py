@@ -20,6 +20,16 @@ RULES: tuple[str, ...] = (
 )
 
 
+def human_size(n: int) -> str:
+    """Bytes for people: ``512 B``, ``2.0 KiB``, ``3.4 MiB``."""
+    v = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if v < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return f"{n} B"
+
+
 @dataclass(frozen=True)
 class Finding:
     rule: str

@@ -19,7 +19,7 @@ from . import policy
 from .builds import Build, discover_builds
 from .config import Config
 from .drift import MISSING, find_drift
-from .findings import Finding
+from .findings import Finding, human_size
 from .gitutil import PolicyFile, artifact_listing, not_ignored, require_repo
 
 if TYPE_CHECKING:
@@ -241,14 +241,6 @@ def _fmt(v: object) -> str:
     return "(absent)" if v == MISSING else repr(v)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
 def rule_tracked_artifact(ctx: VerifyContext) -> Iterator[Finding]:
     for path in ctx.tracked_artifacts:
         if ctx.allowed(path):
@@ -390,7 +382,7 @@ def rule_context_leak(ctx: VerifyContext) -> Iterator[Finding]:
             size = _tree_size(ctx.repo / path)
             yield Finding(
                 "context-leak", path,
-                f"this artifact ({_size(size)}) would be sent in the context of {bi.label}",
+                f"this artifact ({human_size(size)}) would be sent in the context of {bi.label}",
                 f"exclude it in {ctx.rel(bi.ignore_path) if bi.ignore_path else (prefix + '.dockerignore')} "
                 "(`cleanroom verify --fix`), or delete it (`cleanroom clean --yes`)",
             )
