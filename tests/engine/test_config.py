@@ -84,3 +84,23 @@ def test_cli_usage_error_is_exit_2(repo: Path) -> None:
 def test_python_dash_m_and_console_script(repo: Path) -> None:
     r = cli("--version", cwd=repo)
     assert r.rc == 0 and r.out.startswith("cleanroom ")
+
+
+def test_closed_pipe_is_quiet(repo: Path) -> None:
+    """`cleanroom verify | head -1`: no traceback when the reader goes away."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ENGINE_SRC
+
+    (repo / "poetry.lock").write_text("x")
+    (repo / "y_pb2.py").write_text("x")
+    subprocess.run(["git", "add", "-f", "poetry.lock", "y_pb2.py"], cwd=repo, check=True)
+    p = subprocess.run(
+        f"{sys.executable} -m cleanroom verify --format github | head -c 10",
+        shell=True, cwd=repo, capture_output=True, text=True, check=False,
+        env={**os.environ, "PYTHONPATH": str(ENGINE_SRC)},
+    )
+    assert len(p.stdout) == 10
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr

@@ -275,7 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.own_workspace(args))
         ws = Workspace.load(args.repo, args.config)
         handler: Handler = args.handler
-        return handler(ws, args)
+        rc = handler(ws, args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return rc
     except CleanroomError as exc:
         print(f"cleanroom {args.command}: error: {exc.message}", file=sys.stderr)
         if exc.detail:
@@ -284,3 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cleanroom {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`cleanroom verify | head`): stop quietly, as other tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
