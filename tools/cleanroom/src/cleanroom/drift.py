@@ -25,7 +25,8 @@ class Drift:
 MISSING = "<missing>"
 
 
-def _get(doc: Any, dotted: str) -> Any:
+def get_path(doc: Any, dotted: str) -> Any:
+    """``doc['a']['b']`` for ``'a.b'``, or None when a part is missing."""
     node = doc
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -69,8 +70,8 @@ def find_drift(repo: Path, cfg: Config) -> list[Drift]:
     sdoc = load_plain(repo, cfg, "source")
     out: list[Drift] = []
     for section in cfg.variants.shared:
-        b = dict(_flatten(_get(bdoc, section), section)) if _get(bdoc, section) is not None else {}
-        s = dict(_flatten(_get(sdoc, section), section)) if _get(sdoc, section) is not None else {}
+        b = dict(_flatten(get_path(bdoc, section), section)) if get_path(bdoc, section) is not None else {}
+        s = dict(_flatten(get_path(sdoc, section), section)) if get_path(sdoc, section) is not None else {}
         for key in sorted(set(b) | set(s)):
             if _under(key, cfg.variants.may_differ):
                 continue

@@ -22,6 +22,7 @@ from tomlkit.items import AoT
 from tomlkit.toml_document import TOMLDocument
 
 from .config import Config
+from .drift import get_path
 from .errors import BadInput
 from .plan import Plan, WriteFile
 
@@ -51,17 +52,8 @@ def parse_toml_file(path: Path) -> TOMLDocument:
         raise BadInput(f"{path}:{exc.line}:{exc.col}: not valid TOML: {exc}") from None
 
 
-def _get(doc: Any, dotted: str) -> Any:
-    node = doc
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _dependency_tables(doc: Any) -> Iterator[tuple[str, Any]]:
-    poetry = _get(doc, "tool.poetry") or {}
+    poetry = get_path(doc, "tool.poetry") or {}
     if isinstance(poetry.get("dependencies"), dict):
         yield "main", poetry["dependencies"]
     for gname, group in (poetry.get("group") or {}).items():
@@ -84,7 +76,7 @@ def drop_groups(doc: TOMLDocument, groups: Sequence[str], file: Path) -> list[st
 
     Returns the names of the sources removed.
     """
-    poetry = _get(doc, "tool.poetry")
+    poetry = get_path(doc, "tool.poetry")
     all_groups = poetry.get("group", {}) if isinstance(poetry, dict) else {}
     for g in groups:
         if g not in all_groups:
