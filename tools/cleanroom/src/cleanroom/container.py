@@ -142,19 +142,10 @@ def find_container(ws: Workspace, running_only: bool = False) -> str | None:
     return ids[0] if ids else None
 
 
-def container_id(ws: Workspace, env: DockerEnv) -> str | None:
-    """The app container's id when it exists (running or not)."""
-    return find_container(ws)
-
-
 def container_state(env: DockerEnv, cid: str) -> str:
     p = subprocess.run([env.client or _client(), "inspect", "-f", "{{.State.Status}}", cid],
                        capture_output=True, text=True, check=False)
     return p.stdout.strip() or "absent"
-
-
-def running_container(ws: Workspace, env: DockerEnv | None = None) -> str | None:
-    return find_container(ws, running_only=True)
 
 
 # ----------------------------------------------------------------------- pipeline
@@ -259,7 +250,7 @@ class Pipeline:
             say("    no GPU runtime, running on CPU")
         argv = [*compose_argv(self.ws, self.env, self.spec.gpu_runtime), "up", "-d", "--no-build"]
         run_command(Run(tuple(argv), env=self.spec.compose_env(self.base), log=self.log("up")))
-        cid = container_id(self.ws, self.env)
+        cid = find_container(self.ws)
         state = container_state(self.env, cid) if cid else "absent"
         if state != "running":
             logs = " ".join(compose_argv(self.ws, self.env, False) + ["logs"])
@@ -267,7 +258,7 @@ class Pipeline:
         say(f"    app container {cid[:12] if cid else ''} running")
 
     def exec_argv(self, *cmd: str) -> list[str]:
-        cid = running_container(self.ws)
+        cid = find_container(self.ws, running_only=True)
         if cid is None:
             raise StepFailed("the app container is not running")
         return [_client(), "exec", "-i", cid, *cmd]
@@ -331,7 +322,7 @@ class Pipeline:
         """Leave the app container running or absent (never half-created); say which."""
         if self.env is None or self.env.compose is None:
             return "no container was touched"
-        cid = container_id(self.ws, self.env)
+        cid = find_container(self.ws)
         if not cid:
             return "no app container exists"
         state = container_state(self.env, cid)
@@ -356,7 +347,7 @@ def in_app(ws: Workspace, cmd: Sequence[str], interactive: bool = False) -> int:
     """Run ``cmd`` in the app container: directly when already inside, via ``exec`` from the host."""
     if in_container():
         return subprocess.run(list(cmd), check=False).returncode
-    cid = running_container(ws)
+    cid = find_container(ws, running_only=True)
     if cid is None:
         raise ToolMissing(
             "the app container is not running; start it with `invoke up` "
@@ -371,7 +362,7 @@ def app_running(ws: Workspace) -> bool:
     if in_container():
         return True
     try:
-        return running_container(ws) is not None
+        return find_container(ws, running_only=True) is not None
     except ToolMissing:
         return False
 
