@@ -1,12 +1,35 @@
-"""Fixtures shared by the engine tests (helpers live in helpers.py)."""
+"""Fixtures shared by the engine tests (helpers live in helpers.py).
+
+The suite is hermetic: nothing a test sees may come from what this machine or an earlier run
+happens to hold. So the engine's own cache (``$XDG_CACHE_HOME/cleanroom``) starts empty in a
+folder of this run, and Hypothesis keeps no example database between runs (a failing example is
+printed, with the blob that replays it).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 from helpers import ROOT, SEED_FILES, git
+from hypothesis import settings
+
+settings.register_profile("hermetic", database=None, print_blob=True)
+settings.load_profile("hermetic")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Set before any test module imports the engine; subprocesses inherit it.
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="cleanroom-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.basename(cache).startswith("cleanroom-test-cache-"):
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture
