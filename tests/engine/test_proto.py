@@ -149,12 +149,15 @@ def test_generates_a_complete_package(prepo: Path, tmp_path: Path) -> None:
         PKG, f"{PKG}.common_pb2", f"{PKG}.simulation_pb2", f"{PKG}.pricing_pb2",
         f"{PKG}.pricing_pb2_grpc",
     }
-    # protoc's own output, only the imports of our modules rewritten
+    # protoc's own output: it compiled spectralmc_proto/x.proto, so it imports our modules
+    # from the package (and registers them under package-qualified names)
     text = (pkg / "pricing_pb2.py").read_text()
-    assert "from spectralmc_proto import common_pb2 as common__pb2" in text
-    assert "from spectralmc_proto import simulation_pb2 as simulation__pb2" in text
+    assert "from spectralmc_proto import common_pb2 as spectralmc__proto_dot_common__pb2" in text
+    assert ("from spectralmc_proto import simulation_pb2 as spectralmc__proto_dot_simulation__pb2"
+            in text)
     assert "\nimport common_pb2" not in text and "from google.protobuf import" in text
-    assert "from spectralmc_proto import pricing_pb2 as pricing__pb2" in (
+    assert "# source: spectralmc_proto/pricing.proto" in text
+    assert "from spectralmc_proto import pricing_pb2 as spectralmc__proto_dot_pricing__pb2" in (
         pkg / "pricing_pb2_grpc.py").read_text()
     m = manifest(d)
     assert set(m["inputs"]) == {"common.proto", "simulation.proto", "pricing.proto"}
@@ -176,8 +179,8 @@ def test_bare_name_path_and_public_imports_resolve_inside_the_package(srepo: Pat
     data = import_all(d, "tproto")
     assert "tproto.sub.deeper.y_pb2_grpc" in data["mods"]
     top = (pkg / "top_pb2.py").read_text()
-    assert "from tproto.sub import x_pb2 as sub_dot_x__pb2" in top
-    assert "from tproto import common_pb2 as common__pb2" in top
+    assert "from tproto.sub import x_pb2 as tproto_dot_sub_dot_x__pb2" in top
+    assert "from tproto import common_pb2 as tproto_dot_common__pb2" in top
     assert "from google.protobuf import timestamp_pb2" in (pkg / "common_pb2.py").read_text()
     x = (pkg / "sub" / "x_pb2.py").read_text()
     assert "from tproto.common_pb2 import *" in x  # import public
@@ -185,23 +188,42 @@ def test_bare_name_path_and_public_imports_resolve_inside_the_package(srepo: Pat
     assert "from tproto.sub import x_pb2 as _x_pb2" in (pkg / "top_pb2.pyi").read_text()
 
 
-def test_rewrite_touches_only_our_modules() -> None:
+def test_staging_qualifies_only_imports_of_our_files() -> None:
     text = (
-        "import grpc\nimport common_pb2 as common__pb2\nfrom sub import x_pb2 as sub_dot_x__pb2\n"
-        "from google.protobuf import timestamp_pb2 as ts\nimport other_pb2 as o\n"
-        "from common_pb2 import *\n"
-        "_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sub.x_pb2', _globals)\n"
+        'syntax = "proto3";\nimport "common.proto";\nimport public "sub/x.proto";\n'
+        "import weak 'common.proto';\nimport\"common.proto\";\n"
+        'import "google/protobuf/timestamp.proto";\nimport "other.proto";\n'
+        '// import "common.proto";\n/* import "common.proto"; */\n'
+        'option (o) = "import \\"common.proto\\"";\nmessage M { int32 important = 1; }\n'
     )
-    out = proto.rewrite_imports(text, {"common_pb2", "sub.x_pb2"}, "pkg", own="sub.x_pb2")
+    out = proto.qualify_imports(text, {"common.proto", "sub/x.proto"}, "pkg")
     assert out.splitlines() == [
-        "import grpc",
-        "from pkg import common_pb2 as common__pb2",
-        "from pkg.sub import x_pb2 as sub_dot_x__pb2",
-        "from google.protobuf import timestamp_pb2 as ts",
-        "import other_pb2 as o",
-        "from pkg.common_pb2 import *",
-        "_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pkg.sub.x_pb2', _globals)",
+        'syntax = "proto3";',
+        'import "pkg/common.proto";',
+        'import public "pkg/sub/x.proto";',
+        "import weak 'pkg/common.proto';",
+        'import"pkg/common.proto";',
+        'import "google/protobuf/timestamp.proto";',
+        'import "other.proto";',
+        '// import "common.proto";',
+        '/* import "common.proto"; */',
+        'option (o) = "import \\"common.proto\\"";',
+        "message M { int32 important = 1; }",
     ]
+
+
+def test_protoc_messages_name_the_users_files(tmp_path: Path) -> None:
+    t = proto.Target(repo=tmp_path, cfg=Config(), sources=tmp_path / "proto",
+                     sources_display="proto", out=tmp_path / "out", package="pkg")
+    root = tmp_path / "w" / proto.STAGE
+    err = (f"{root}/pkg/sub/x.proto:3:1: Import \"pkg/common.proto\" was not found or had errors.\n"
+           f"{root}/pkg/a.proto:4:9: \"pkg/other.proto\" is not ours.\n"
+           "pkg/common.proto: File not found.\n")
+    assert proto.unstage_messages(err, t, root, ["sub/x.proto", "common.proto", "a.proto"]) == (
+        'proto/sub/x.proto:3:1: Import "common.proto" was not found or had errors.\n'
+        'proto/a.proto:4:9: "pkg/other.proto" is not ours.\n'
+        "common.proto: File not found.\n"
+    )
 
 
 def test_host_default_out_is_the_ignored_host_folder(prepo: Path) -> None:
@@ -362,13 +384,16 @@ def test_descriptor_reader_matches_protobuf(srepo: Path, tmp_path: Path) -> None
     work = tmp_path / "work"
     work.mkdir()
     files = proto.find_protos(t)
+    proto.stage_sources(t, files, work / proto.STAGE)
     rc, err = proto.run_protoc(proto.protoc_args(t, files, work, proto.protoc_include()))
     assert rc == 0, err
     data = (work / "descriptors.pb").read_bytes()
     want = [(f.name, list(f.dependency), len(f.service))
             for f in descriptor_pb2.FileDescriptorSet.FromString(data).file]
     assert proto.read_descriptor_set(data) == want
-    assert ("top.proto", ["sub/x.proto", "common.proto", "sub/deeper/y.proto"], 1) in want
+    assert ("tproto/top.proto",
+            ["tproto/sub/x.proto", "tproto/common.proto", "tproto/sub/deeper/y.proto"], 1) in want
+    assert ("tproto/common.proto", ["google/protobuf/timestamp.proto"], 0) in want
     with pytest.raises(proto.StepFailed):
         proto.read_descriptor_set(data[:-3])
 
@@ -631,11 +656,22 @@ def test_orphaned_old_tree_is_put_back(prepo: Path, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- --pth
 
 
+def _venv_with_engine_deps(venv: Path) -> Path:
+    """A fresh venv that sees exactly what the engine needs: the packages of the environment
+    running the tests (a .pth to its site-packages), never the base interpreter's own
+    site-packages, which on a fresh machine hold only pip."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next(venv.glob("lib/python*/site-packages"))
+    deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (site / "engine-deps.pth").write_text("".join(f"{d}\n" for d in sorted(deps)))
+    return venv / "bin" / "python"
+
+
 def test_pth_makes_the_package_importable_without_pythonpath(prepo: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
-                    str(venv)], check=True, timeout=120)
-    py = venv / "bin" / "python"
+    py = _venv_with_engine_deps(venv)
     d = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ENGINE_SRC)}
     p = subprocess.run([str(py), "-m", "cleanroom", "proto", "--pth", "--out", str(d)],
