@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, cli, snapshot
+from helpers import GENERATED_PB2, ROOT, cli, snapshot
 
 from cleanroom.config import DEFAULT_ARTIFACTS, Config, load_config, parse_config
 from cleanroom.errors import ConfigError
@@ -95,7 +95,7 @@ def test_closed_pipe_is_quiet(repo: Path) -> None:
     from helpers import ENGINE_SRC
 
     (repo / "poetry.lock").write_text("x")
-    (repo / "y_pb2.py").write_text("x")
+    (repo / "y_pb2.py").write_text(GENERATED_PB2)
     subprocess.run(["git", "add", "-f", "poetry.lock", "y_pb2.py"], cwd=repo, check=True)
     p = subprocess.run(
         f"{sys.executable} -m cleanroom verify --format github | head -c 10",

@@ -7,10 +7,12 @@ file, the key and what was expected.
 
 from __future__ import annotations
 
+import re
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from .errors import ConfigError
 
@@ -18,14 +20,24 @@ CONFIG_NAME = "cleanroom.toml"
 
 # The doctrine's artifact list (spec: "What Is Not Versioned"), in gitignore syntax: a pattern
 # without a slash matches at any depth, a leading "/" anchors it at the repo root, a trailing "/"
-# means a folder.
+# means a folder. The doctrine names poetry.lock and package-lock.json; "lockfiles are artifacts"
+# covers those of the other common Python and JavaScript managers too ([artifacts] drop removes
+# any). The root pyproject.toml is an artifact only where variants exist (it is generated from
+# them): :meth:`Config.artifact_patterns` adds it then.
 DEFAULT_ARTIFACTS: tuple[str, ...] = (
-    "/pyproject.toml",
     "poetry.lock",
+    "uv.lock",
+    "pdm.lock",
+    "Pipfile.lock",
     "package-lock.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "bun.lock",
+    "bun.lockb",
     "*_pb2.py",
     "*_pb2.pyi",
     "*_pb2_grpc.py",
+    "*_pb2_grpc.pyi",
     "__pycache__/",
     "*.pyc",
     ".mypy_cache/",
@@ -41,6 +53,9 @@ DEFAULT_ARTIFACTS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Variants:
+    # None: on when a variant file exists (a repo without them gets every other rule, and its own
+    # pyproject.toml is a source); false turns them off, true requires them.
+    enabled: bool | None = None
     binary: str = "pyproject.binary.toml"
     source: str = "pyproject.source.toml"
     target: str = "pyproject.toml"
@@ -88,22 +103,42 @@ class Allow:
 class Artifacts:
     patterns: tuple[str, ...] = DEFAULT_ARTIFACTS
     extra: tuple[str, ...] = ()
+    # Patterns of the default list that this repo does not treat as artifacts (e.g. "yarn.lock").
+    drop: tuple[str, ...] = ()
     allow: tuple[Allow, ...] = ()
 
     @property
     def all_patterns(self) -> tuple[str, ...]:
-        return self.patterns + tuple(p for p in self.extra if p not in self.patterns)
+        """The policy without the variant-generated pyproject.toml (see Config.artifact_patterns)."""
+        base = tuple(p for p in self.patterns if p not in self.drop)
+        return base + tuple(p for p in self.extra if p not in base and p not in self.drop)
+
+
+@dataclass(frozen=True)
+class BuildDecl:
+    """A Docker build that no compose file declares: a Dockerfile and its context (e.g. kserve's
+    ``cd python && docker build -f sklearn.Dockerfile .``: dockerfile = "python/sklearn.Dockerfile",
+    context = "python"). Paths are relative to the repo root."""
+
+    dockerfile: str
+    context: str = "."
+    name: str = ""
 
 
 @dataclass(frozen=True)
 class Docker:
-    compose: str = "docker/docker-compose.yml"
+    # Compose files to read besides those Compose itself finds at the repo root (compose.yaml,
+    # compose.yml, docker-compose.yaml, docker-compose.yml and their override files). The first
+    # is the app's (the container pipeline's); a string is one file.
+    compose: tuple[str, ...] = field(default=(), metadata={"one_or_list": True})
     gpu_overlay: str = "docker/compose.gpu.yml"
     service: str = "spectralmc"
     binary_dockerfile: str = "docker/Dockerfile"
     source_dockerfile: str = "docker/Dockerfile.source"
-    # Extra builds not in the compose file: Dockerfiles (context: the repo root).
+    # Extra builds not in a compose file: Dockerfiles whose context is the repo root ...
     dockerfiles: tuple[str, ...] = ()
+    # ... and Dockerfiles with their own context ([[docker.builds]]).
+    builds: tuple[BuildDecl, ...] = ()
     project: str = "cleanroom"
 
 
@@ -123,6 +158,29 @@ class Config:
     # The file it was read from (None: defaults only).
     source: Path | None = None
 
+    def variants_on(self, repo: Path) -> bool:
+        """Whether this repo uses pyproject variants: as configured, else whether one exists."""
+        v = self.variants
+        if v.enabled is not None:
+            return v.enabled
+        return (repo / v.binary).is_file() or (repo / v.source).is_file()
+
+    def resolved(self, repo: Path) -> Config:
+        """This config with ``[variants] enabled`` decided for ``repo`` (done once per command)."""
+        if self.variants.enabled is not None:
+            return self
+        return replace(self, variants=replace(self.variants, enabled=self.variants_on(repo)))
+
+    def artifact_patterns(self, repo: Path) -> tuple[str, ...]:
+        """The artifact policy for ``repo``: the configured patterns, plus the root
+        ``pyproject.toml`` where it is generated from variants."""
+        pats = self.artifacts.all_patterns
+        if self.variants_on(repo):
+            target = "/" + self.variants.target.lstrip("/")
+            if target not in pats and target not in self.artifacts.drop:
+                pats = (target, *pats)
+        return pats
+
 
 _SECTIONS: dict[str, type] = {
     "variants": Variants,
@@ -133,27 +191,47 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+_TABLES: dict[type, str] = {
+    Allow: "a table with 'path' and 'reason' strings",
+    BuildDecl: "a table with a 'dockerfile' string (and optional 'context', 'name')",
+}
+# A string value that would become several lines (or carry a control character) when written
+# into an ignore file or a generated pyproject.toml: refused at load time.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is tuple:
         (inner, _) = get_args(tp)
         return f"a list of {_type_name(inner)}"
-    if tp is Allow:
-        return "a table with 'path' and 'reason' strings"
+    if tp in _TABLES:
+        return _TABLES[tp]
+    if get_origin(tp) in (Union, UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
     return {str: "a string", bool: "true or false", int: "an integer"}.get(tp, str(tp))
 
 
-def _convert(value: Any, tp: Any, where: str, file: Path) -> Any:
+def _convert(value: Any, tp: Any, where: str, file: Path, one_or_list: bool = False) -> Any:
     if get_origin(tp) is tuple:
         inner = get_args(tp)[0]
+        if one_or_list and isinstance(value, str):
+            value = [value]
         if not isinstance(value, list):
-            raise ConfigError(f"{file}: {where}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{file}: {where}: expected {_type_name(tp)}"
+                              f"{' (or one string)' if one_or_list else ''}, got {value!r}")
         return tuple(_convert(v, inner, f"{where}[{i}]", file) for i, v in enumerate(value))
-    if tp is Allow:
+    if tp in _TABLES:
         if not isinstance(value, dict):
             raise ConfigError(f"{file}: {where}: expected {_type_name(tp)}, got {value!r}")
-        return _build(Allow, value, where, file)
+        return _build(tp, value, where, file)
+    if get_origin(tp) in (Union, UnionType):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        return _convert(value, inner[0], where, file)
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"{file}: {where}: expected {_type_name(tp)}, got {value!r}")
+    if isinstance(value, str) and _CONTROL.search(value):
+        raise ConfigError(f"{file}: {where}: {value!r} holds a control character (a newline?): "
+                          "expected one line")
     return value
 
 
@@ -172,12 +250,13 @@ def _build(cls: type, table: dict[str, Any], where: str, file: Path) -> Any:
     hints = _hints(cls)
     names = [f.name for f in fields(cls)]
     kwargs: dict[str, Any] = {}
+    flags = {f.name: bool(f.metadata.get("one_or_list")) for f in fields(cls)}
     for key, value in table.items():
         if key not in names:
             raise ConfigError(
                 f"{file}: unknown key '{where}.{key}' (expected one of: {', '.join(names)})"
             )
-        kwargs[key] = _convert(value, hints[key], f"{where}.{key}", file)
+        kwargs[key] = _convert(value, hints[key], f"{where}.{key}", file, flags[key])
     missing = [
         f.name
         for f in fields(cls)
@@ -204,11 +283,30 @@ def parse_config(text: str, file: Path) -> Config:
         if not isinstance(value, dict):
             raise ConfigError(f"{file}: '{key}' must be a table ([{key}]), got {value!r}")
         sections[key] = _build(_SECTIONS[key], value, key, file)
-    return Config(**sections, source=file)
+    cfg = Config(**sections, source=file)
+    _check(cfg, file)
+    return cfg
+
+
+def _check(cfg: Config, file: Path) -> None:
+    """What the types alone do not say."""
+    a = cfg.artifacts
+    for i, pat in enumerate(a.drop):
+        if pat not in a.patterns and pat not in a.extra:
+            raise ConfigError(f"{file}: artifacts.drop[{i}]: {pat!r} is not a pattern of the policy "
+                              f"(the patterns: {', '.join(a.patterns)})")
+    for pat in (*a.patterns, *a.extra):
+        if not pat.strip("/") or pat.startswith("!"):
+            raise ConfigError(f"{file}: artifacts: {pat!r} is not an artifact pattern (a gitignore "
+                              "pattern that names paths, e.g. 'dist/' or '*.lock')")
+    for i, b in enumerate(cfg.docker.builds):
+        if not b.dockerfile.strip():
+            raise ConfigError(f"{file}: docker.builds[{i}].dockerfile: expected a path to a Dockerfile")
 
 
 def load_config(repo: Path, path: Path | None = None) -> Config:
-    """Load ``path`` (must exist) or ``repo/cleanroom.toml`` (defaults when absent)."""
+    """Load ``path`` (must exist) or ``repo/cleanroom.toml`` (defaults when absent). The result is
+    not yet :meth:`Config.resolved` for the repo (:class:`~cleanroom.workspace.Workspace` does)."""
     explicit = path is not None
     file = path if path is not None else repo / CONFIG_NAME
     try:

@@ -39,7 +39,7 @@ class Workspace:
         else:
             root = find_repo(Path.cwd())
         cfg_path = Path(config).expanduser() if config is not None else None
-        return cls(root, load_config(root, cfg_path))
+        return cls(root, load_config(root, cfg_path).resolved(root))
 
     def path(self, rel: str) -> Path:
         p = Path(rel)
