@@ -102,9 +102,23 @@ def build_spec(ws: Workspace, variant: str, env: DockerEnv) -> BuildSpec:
 # ------------------------------------------------------------------------ compose
 
 
+def app_compose_file(ws: Workspace) -> Path:
+    """The app's compose file: the first ``[docker] compose``, else the one Compose finds at the
+    repo root."""
+    from .compose import root_files
+
+    if ws.cfg.docker.compose:
+        return ws.path(ws.cfg.docker.compose[0])
+    found = root_files(ws.repo)
+    if not found:
+        raise BadInput("no compose file: set [docker] compose in cleanroom.toml (the app's compose "
+                       "file) or add a compose.yaml at the repo root")
+    return found[0]
+
+
 def compose_argv(ws: Workspace, env: DockerEnv, gpu: bool) -> list[str]:
     assert env.compose is not None
-    argv = [*env.compose, "-p", ws.cfg.docker.project, "-f", str(ws.repo / ws.cfg.docker.compose)]
+    argv = [*env.compose, "-p", ws.cfg.docker.project, "-f", str(app_compose_file(ws))]
     if gpu:
         argv += ["-f", str(ws.repo / ws.cfg.docker.gpu_overlay)]
     return argv
