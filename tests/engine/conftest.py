@@ -32,13 +32,28 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(cache, ignore_errors=True)
 
 
+# A minimal Docker build, laid out as this workspace's (compose file in docker/, context the root).
+SEED_COMPOSE = """\
+services:
+  app:
+    build:
+      context: ..
+      dockerfile: ${CLEANROOM_DOCKERFILE:-docker/Dockerfile}
+"""
+SEED_DOCKERFILE = "FROM scratch\nCOPY . /ctx/\n"
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A git repo holding this workspace's variants, config and ignore files, committed."""
+    """A git repo holding this workspace's variants, config and ignore files and a minimal Docker
+    build (the .dockerignore has a build to read it), committed."""
     r = tmp_path / "repo"
     r.mkdir()
     for name in SEED_FILES:
         shutil.copy2(ROOT / name, r / name)
+    (r / "docker").mkdir()
+    (r / "docker" / "docker-compose.yml").write_text(SEED_COMPOSE)
+    (r / "docker" / "Dockerfile").write_text(SEED_DOCKERFILE)
     git(r, "init", "-q", "-b", "main")
     git(r, "add", "-A")
     git(r, "commit", "-q", "-m", "seed")

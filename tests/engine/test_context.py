@@ -52,7 +52,7 @@ def crepo(repo: Path) -> Path:
     make(repo, ["src/app.py", "src/pkg/__pycache__/m.pyc", "build/out.o", "build/keep/k.txt",
                 "README.md", "docs/big.bin", "web/index.html", "web/node_modules/x.js"])
     (repo / "docs" / "big.bin").write_bytes(b"\0" * 50_000)
-    (repo / "docker").mkdir()
+    (repo / "docker").mkdir(exist_ok=True)
     (repo / "docker" / "docker-compose.yml").write_text(COMPOSE)
     (repo / "docker" / "Dockerfile").write_text("FROM scratch\nCOPY . /app/\n")
     (repo / "web" / "Dockerfile").write_text("FROM scratch\n")

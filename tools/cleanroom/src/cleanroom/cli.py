@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import __version__
 from .errors import EXIT_FINDINGS, EXIT_OK, CleanroomError
@@ -48,36 +49,50 @@ def cmd_select(ws: Workspace, args: argparse.Namespace) -> int:
 def cmd_verify(ws: Workspace, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .findings import render_github, render_json, render_text
-    from .verify import fix, run_verify
+    from .findings import RENDERERS, Result
+    from .verify import fix, run
     from .workspace import in_container
 
     if args.fix:
-        written = fix(ws.repo, ws.cfg, dry_run=args.dry_run)
-        for line in written:
+        res = fix(ws.repo, ws.cfg, dry_run=args.dry_run)
+        for line in res.written:
             print(f"verify --fix: {'would ' if args.dry_run else ''}{line}")
-        if not written:
+        for line in res.refused:
+            print(f"verify --fix: {line}")
+        if not res.written and not res.refused:
             print("verify --fix: no ignore rules missing")
     out_dir = Path(args.out) if args.out else (Path(ws.cfg.proto.out) if in_container() else None)
-    findings, checked = run_verify(ws.repo, ws.cfg, out_dir=out_dir, check_generated=out_dir is not None)
+    report = run(ws.repo, ws.cfg, out_dir=out_dir, check_generated=out_dir is not None)
+    findings, checked = report.findings, report.checked
     if args.engine:
         from .engine_context import engine_findings
 
         findings += engine_findings(ws.repo, ws.cfg)
         checked.append("engine-context-diff")
     fmt = "json" if args.json else args.format
-    render = {"text": render_text, "json": render_json, "github": render_github}[fmt]
-    print(render(findings, checked))
+    print(RENDERERS[fmt](Result(findings, checked, report.notes, report.skipped)))
     return EXIT_FINDINGS if findings else EXIT_OK
 
 
 def cmd_context(ws: Workspace, args: argparse.Namespace) -> int:
-    from .builds import discover_builds
+    from .builds import discover
     from .context import Options, run
+    from .gitutil import require_repo
 
+    require_repo(ws.repo)
+    found = discover(ws.repo, ws.cfg)
+    for note in found.notes:
+        print(f"context: note: {note}", file=sys.stderr)
+    if not found.builds:
+        if args.json:
+            print('{"builds": []}')
+        else:
+            print("context: no Docker build in this repo (no Dockerfile at its root, no compose "
+                  "file with a build, none declared in cleanroom.toml)")
+        return EXIT_OK
     opts = Options(build=args.build, builder=args.builder, json=args.json, sizes=args.sizes,
                    why=args.why or [], engine=args.engine)
-    return run(ws.repo, discover_builds(ws.repo, ws.cfg), opts)
+    return run(ws.repo, found.builds, opts)
 
 
 def cmd_proto(ws: Workspace, args: argparse.Namespace) -> int:
@@ -158,8 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH", help="config file (default: REPO/cleanroom.toml)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    # --repo and --config are accepted after the command too (`cleanroom verify --repo X`).
+    common = _Parser(add_help=False)
+    common.add_argument("--repo", metavar="PATH", default=argparse.SUPPRESS,
+                        help="the repository (default: found from the current folder)")
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="config file (default: REPO/cleanroom.toml)")
 
-    s = sub.add_parser("select", help="write pyproject.toml from a variant (binary or source)",
+    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    s = add_parser("select", help="write pyproject.toml from a variant (binary or source)",
                        description="Write the root pyproject.toml (a generated artifact) from pyproject.VARIANT.toml.")
     s.add_argument("variant", help="binary or source")
     s.add_argument("--without", action="append", default=[], metavar="GROUP",
@@ -172,10 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="print what would be written")
     s.set_defaults(handler=cmd_select)
 
-    v = sub.add_parser("verify", help="check every rule of the doctrine",
+    v = add_parser("verify", help="check every rule of the doctrine",
                        description="Check every rule of the build-artifact doctrine; exit 1 on findings.")
     v.add_argument("--json", action="store_true", help="JSON report (same as --format json)")
-    v.add_argument("--format", choices=("text", "json", "github"), default="text")
+    v.add_argument("--format", choices=("text", "concise", "json", "github"), default="text",
+                   help="text (grouped by rule, with fixes), concise (one line per finding), json, github")
     v.add_argument("--out", metavar="DIR",
                    help="also check the generated protobuf package under DIR (default inside the container: [proto] out)")
     v.add_argument("--fix", action="store_true",
@@ -185,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also ask the Docker engine what each build context holds and report differences")
     v.set_defaults(handler=cmd_verify)
 
-    mp = sub.add_parser("migrate-proto", help="move checked-in *_pb2.py out of git (dry run first)",
+    mp = add_parser("migrate-proto", help="move checked-in *_pb2.py out of git (dry run first)",
                         description="Move a repo that tracks generated protobuf code onto the doctrine: "
                         "ignore rules, a Dockerfile check, imports rewritten from [proto] legacy_module to "
                         "[proto] package, generated files untracked (kept on disk). Prints the plan; "
@@ -195,21 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="apply even when files it would change have uncommitted changes")
     mp.set_defaults(handler=cmd_migrate_proto)
 
-    cl = sub.add_parser("clean", help="list (--yes: delete) the host-side artifacts the policy names",
+    cl = add_parser("clean", help="list (--yes: delete) the host-side artifacts the policy names",
                         description="List the untracked files and folders the artifact policy names "
                         "(caches, generated code, a stray pyproject.toml, lockfiles) with their sizes; "
                         "--yes deletes them. Never a tracked file, nothing outside the repo, links as links.")
     cl.add_argument("--yes", action="store_true", help="delete them (default: list only)")
     cl.set_defaults(handler=cmd_clean)
 
-    dr = sub.add_parser("doctor", help="check what the workflow needs, with the command that fixes each",
+    dr = add_parser("doctor", help="check what the workflow needs, with the command that fixes each",
                         description="One row per thing the workflow needs (Docker client, engine, Compose, "
                         "builder, GPU runtime, base images, config, variants, generated code): OK or "
                         "missing, with the fix. Exit 0 when the main job can run, 3 when it cannot.")
     dr.add_argument("--json", action="store_true", help="JSON report")
     dr.set_defaults(handler=None, own_workspace=cmd_doctor)
 
-    cx = sub.add_parser("context", help="list what each build sends to Docker, and why",
+    cx = add_parser("context", help="list what each build sends to Docker, and why",
                         description="List every file each build (as verify discovers them) sends to "
                         "Docker, sorted, under a header naming the ignore file applied.")
     cx.add_argument("--build", metavar="NAME", help="only this build")
@@ -223,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ask the Docker engine for the same listing; print differences (exit 1 on any)")
     cx.set_defaults(handler=cmd_context)
 
-    pr = sub.add_parser("proto", help="generate the protobuf package (incremental, atomic)",
+    pr = add_parser("proto", help="generate the protobuf package (incremental, atomic)",
                         description="Generate *_pb2.py, *_pb2.pyi and *_pb2_grpc.py from [proto] sources "
                         "into the package [proto] package under DIR; 'up to date' when nothing changed.")
     pr.add_argument("--out", metavar="DIR",
@@ -236,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(handler=cmd_proto)
 
     for name, variant_help in (("build", "run the whole pipeline"), ("up", "build the image if needed and start the app container")):
-        b = sub.add_parser(
+        b = add_parser(
             name,
             help=("select, build, up, test-all and verify in the container (the main job)" if name == "build"
                   else "select, build (cached) and start the app container, no tests"),
@@ -249,18 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument("--rebuild", action="store_true", help="build without the layer cache")
         b.set_defaults(handler=cmd_build if name == "build" else cmd_up)
 
-    d = sub.add_parser("down", help="stop and remove the app container")
+    d = add_parser("down", help="stop and remove the app container")
     d.set_defaults(handler=cmd_down)
     for name, hlp in (
         ("test-all", "run the test suite in the app container (args go to pytest); output captured to the log"),
         ("shell", "open a shell in the app container"),
     ):
-        t = sub.add_parser(name, help=hlp, description=hlp + ". On the host it runs inside the running "
+        t = add_parser(name, help=hlp, description=hlp + ". On the host it runs inside the running "
                            "app container; inside the container it runs directly.")
         t.add_argument("args", nargs=argparse.REMAINDER, help="arguments (for test-all: pytest's)")
         t.set_defaults(handler=cmd_daily)
 
-    bi = sub.add_parser("base-image", help="build the offline base image (debootstrap + docker import)")
+    bi = add_parser("base-image", help="build the offline base image (debootstrap + docker import)")
     bi.add_argument("--tag", default="cleanroom-base:offline")
     bi.add_argument("--rebuild", action="store_true", help="rebuild even if it exists")
     bi.set_defaults(handler=cmd_base_image)
@@ -282,6 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cleanroom {args.command}: error: {exc.message}", file=sys.stderr)
         if exc.detail:
             print(exc.detail.rstrip("\n"), file=sys.stderr)
+        if getattr(args, "json", False) or getattr(args, "format", "") == "json":
+            # a reader of --json gets JSON on stdout either way
+            import json
+
+            print(json.dumps({"error": exc.message, "exit_code": exc.exit_code}))
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"cleanroom {args.command}: interrupted", file=sys.stderr)

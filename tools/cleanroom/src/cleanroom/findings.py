@@ -1,9 +1,10 @@
-"""Findings and their reports: text grouped by rule, JSON, and GitHub annotations."""
+"""Findings and their reports: text grouped by rule, concise (one line each), JSON, and GitHub
+annotations. Notes (what could not be checked, and why) go with every format."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 RULES: tuple[str, ...] = (
@@ -11,6 +12,7 @@ RULES: tuple[str, ...] = (
     "untracked-artifact",
     "gitignore-gap",
     "dockerignore-gap",
+    "copy-excluded",
     "dead-ignore-file",
     "context-leak",
     "variant-drift",
@@ -38,38 +40,84 @@ class Finding:
     fix: str
     severity: str = "error"
     line: int | None = None
+    # What else the one defect covers: the files of a group, the builds a gap affects.
+    related: tuple[str, ...] = ()
 
     def sort_key(self) -> tuple[int, str, int, str]:
         return (RULES.index(self.rule) if self.rule in RULES else 99, self.path, self.line or 0,
                 self.message)
 
+    @property
+    def location(self) -> str:
+        return f"{self.path}:{self.line}" if self.line else self.path
 
-def render_text(findings: Sequence[Finding], checked: Sequence[str]) -> str:
+
+@dataclass(frozen=True)
+class Result:
+    """What a verify run reports."""
+
+    findings: Sequence[Finding]
+    checked: Sequence[str]
+    notes: Sequence[str] = ()
+    skipped: Mapping[str, str] | None = None
+
+
+def _summary(r: Result, by_rule: Mapping[str, int]) -> str:
+    if r.findings:
+        rules = ", ".join(f"{k} {v}" for k, v in by_rule.items())
+        return f"verify: {len(r.findings)} finding(s) ({rules}); {len(r.checked)} rules checked"
+    return f"verify: clean, no findings ({len(r.checked)} rules checked: {', '.join(r.checked)})"
+
+
+def _counts(findings: Sequence[Finding]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for f in sorted(findings, key=Finding.sort_key):
+        out[f.rule] = out.get(f.rule, 0) + 1
+    return out
+
+
+def render_text(r: Result) -> str:
     lines: list[str] = []
     by_rule: dict[str, list[Finding]] = {}
-    for f in sorted(findings, key=Finding.sort_key):
+    for f in sorted(r.findings, key=Finding.sort_key):
         by_rule.setdefault(f.rule, []).append(f)
     for rule, items in by_rule.items():
         lines.append(f"{rule} ({len(items)})")
         for f in items:
-            loc = f"{f.path}:{f.line}" if f.line else f.path
-            lines.append(f"  {loc}: {f.message}")
+            lines.append(f"  {f.location}: {f.message}")
             lines.append(f"    fix: {f.fix}")
         lines.append("")
-    if findings:
-        rules = ", ".join(f"{r} {len(v)}" for r, v in by_rule.items())
-        lines.append(f"verify: {len(findings)} finding(s) ({rules}); {len(checked)} rules checked")
-    else:
-        lines.append(f"verify: clean, no findings ({len(checked)} rules checked: {', '.join(checked)})")
+    for n in r.notes:
+        lines.append(f"note: {n}")
+    if r.notes:
+        lines.append("")
+    if r.skipped:
+        lines.append("not applicable: " + "; ".join(f"{k} ({v})" for k, v in r.skipped.items()))
+    lines.append(_summary(r, _counts(r.findings)))
     return "\n".join(lines)
 
 
-def render_json(findings: Sequence[Finding], checked: Sequence[str]) -> str:
+def render_concise(r: Result) -> str:
+    """One line per finding, ``path:line: rule: message`` (like ruff's concise output)."""
+    lines = [f"{f.location}: {f.rule}: {f.message}" for f in sorted(r.findings, key=Finding.sort_key)]
+    lines += [f"note: {n}" for n in r.notes]
+    lines.append(f"verify: {len(r.findings)} finding(s)")
+    return "\n".join(lines)
+
+
+def render_json(r: Result) -> str:
+    def doc(f: Finding) -> dict[str, object]:
+        d = asdict(f)
+        d["related"] = list(f.related)
+        return d
+
     return json.dumps(
         {
-            "findings": [asdict(f) for f in sorted(findings, key=Finding.sort_key)],
-            "checked": list(checked),
-            "summary": {"count": len(findings)},
+            "findings": [doc(f) for f in sorted(r.findings, key=Finding.sort_key)],
+            "checked": list(r.checked),
+            "skipped": dict(r.skipped or {}),
+            "notes": list(r.notes),
+            "summary": {"count": len(r.findings), **_counts(r.findings)},
         },
         indent=2,
         ensure_ascii=False,
@@ -83,14 +131,18 @@ def _gh_escape(s: str, prop: bool = False) -> str:
     return s
 
 
-def render_github(findings: Sequence[Finding], checked: Sequence[str]) -> str:
+def render_github(r: Result) -> str:
     out = []
-    for f in sorted(findings, key=Finding.sort_key):
+    for f in sorted(r.findings, key=Finding.sort_key):
         level = "error" if f.severity == "error" else "warning"
         props = f"file={_gh_escape(f.path, True)}"
         if f.line:
             props += f",line={f.line}"
         props += f",title={_gh_escape(f.rule, True)}"
         out.append(f"::{level} {props}::{_gh_escape(f'{f.message} Fix: {f.fix}')}")
-    out.append(f"verify: {len(findings)} finding(s)")
+    out += [f"::notice title=cleanroom verify::{_gh_escape(n)}" for n in r.notes]
+    out.append(f"verify: {len(r.findings)} finding(s)")
     return "\n".join(out)
+
+
+RENDERERS = {"text": render_text, "concise": render_concise, "json": render_json, "github": render_github}

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import policy
 from .plan import Plan, WriteFile
+
+if TYPE_CHECKING:
+    from .dockerfiles import Source
+    from .verify import IgnoreGroup, VerifyContext
 
 BEGIN = "# >>> cleanroom managed block: build artifacts (added by `cleanroom verify --fix`) >>>"
 END = "# <<< cleanroom managed block <<<"
@@ -60,3 +65,59 @@ def fix_plan(gitignore_gaps: Sequence[tuple[Path, str]], docker_gaps: Sequence[t
         if new != old:
             plan.append(WriteFile(path, new, f"add {len(rules)} rule(s) to the managed block"))
     return plan
+
+
+def safe_docker_rules(ctx: VerifyContext, group: IgnoreGroup, patterns: Sequence[str],
+                      sources: Sequence[Source]) -> tuple[list[str], list[str]]:
+    """Of the policy ``patterns`` whose rules would go into ``group``'s ignore file, those that
+    are safe: Docker accepts the line, and with it every path the group's builds copy from the
+    context (and is sent today) is still sent. Returns (safe patterns, why each other is not)."""
+    from .dockerignore import DockerignoreError, Matcher, parse
+
+    path = ctx.repo / group.ignore_name
+    try:
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [f"not written: cannot read it ({exc})"]
+    ok: list[str] = []
+    refused: list[str] = []
+    for pat in patterns:
+        line = policy.docker_rule(pat)
+        try:
+            Matcher(parse(line, str(path)).patterns)
+        except DockerignoreError as exc:
+            refused.append(f"not adding `{line}`: Docker would refuse it ({exc.message})")
+            continue
+        ok.append(pat)
+    # Each rule alone: the block holds exclusions only, so a path the whole block excludes is
+    # one some rule of it excludes (checked per builder: their matching differs).
+    for bi in group.members:
+        m_now = ctx.matcher(bi)
+        now_sent = _copied_paths(ctx, group, sources, m_now)
+        for pat in list(ok):
+            text = with_rules(old, [(policy.docker_rule(pat), "")])
+            try:
+                m_new = Matcher(parse(text, str(path)).patterns, m_now.semantics)
+            except DockerignoreError as exc:
+                ok.remove(pat)
+                refused.append(f"not adding `{policy.docker_rule(pat)}`: the file would not parse "
+                               f"({exc.message})")
+                continue
+            broken = sorted(p for p in now_sent if m_new.excluded(p) or m_new.pruned_ancestor(p))
+            if broken:
+                ok.remove(pat)
+                refused.append(f"not adding `{policy.docker_rule(pat)}`: it would exclude "
+                               f"{policy.examples(broken)}, which {group.label} copies")
+    return ok, refused
+
+
+def _copied_paths(ctx: VerifyContext, group: IgnoreGroup, sources: Sequence[Source], matcher: object) -> list[str]:
+    """The context paths the builds copy that are sent today (a glob: the files it matches now)."""
+    import glob as globmod
+
+    out: list[str] = []
+    for s in sources:
+        paths = (globmod.glob(s.path, root_dir=group.context, include_hidden=True) if s.glob
+                 else [s.path])
+        out += [p for p in paths if ctx.sent(matcher, p)]  # type: ignore[arg-type]
+    return sorted(set(out))

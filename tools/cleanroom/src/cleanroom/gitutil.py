@@ -137,3 +137,29 @@ def file_size(path: Path) -> int:
     except OSError:
         return 0
     return st.st_size
+
+
+def index_heads(repo: Path, paths: Sequence[str], size: int = 4096) -> dict[str, bytes]:
+    """The first ``size`` bytes of each path's content as git's index holds it (what a commit
+    would hold, whatever the work tree says); a path not in the index is left out."""
+    if not paths:
+        return {}
+    p = subprocess.run(
+        [_git_bin(), "cat-file", "--batch"], cwd=repo, capture_output=True, check=False,
+        input=b"".join(b":" + path.encode("utf-8", "surrogateescape") + b"\n" for path in paths),
+        env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"},
+    )
+    out: dict[str, bytes] = {}
+    data, pos = p.stdout, 0
+    for path in paths:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            break
+        header = data[pos:nl].split()
+        pos = nl + 1
+        if len(header) != 3 or header[1] != b"blob":
+            continue  # "<spec> missing"
+        n = int(header[2])
+        out[path] = data[pos : pos + min(n, size)]
+        pos += n + 1
+    return out

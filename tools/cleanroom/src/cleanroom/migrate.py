@@ -41,7 +41,7 @@ from .plan import Plan, Run, WriteFile, execute
 from .verify import VerifyContext, docker_gaps, gitignore_gaps
 from .workspace import Workspace
 
-PROTO_PATTERNS: tuple[str, ...] = ("*_pb2.py", "*_pb2.pyi", "*_pb2_grpc.py")
+PROTO_PATTERNS: tuple[str, ...] = ("*_pb2.py", "*_pb2.pyi", "*_pb2_grpc.py", "*_pb2_grpc.pyi")
 _GENERATED = re.compile(r"^[A-Za-z_]\w*_pb2(_grpc)?$")
 _GENERATED_FILE = re.compile(r"_pb2(_grpc)?\.pyi?$")
 _SERVICE = re.compile(r"^\s*service\s+\w+", re.M)

@@ -1,12 +1,19 @@
-"""verify: every rule of the doctrine as a check.
+"""verify: every rule of the doctrine as a check, one finding per defect.
 
-Each rule is a function from the verify context to findings. The context computes once what
-several rules share: git's view of the artifacts in the tree (one walk, by git, with the policy
-as the exclude list), the builds and the ignore file each one reads.
+Each rule is a function from the verify context to findings, registered once in :data:`RULES`
+(name and order; the formats and ``checked`` read that table). The context computes once what
+several rules share: git's view of the artifacts in the tree (one walk, by git, with the policy as
+the exclude list), the builds (:mod:`cleanroom.builds`: as Docker and Compose define them) and
+the ignore file each reads, grouped: builds that share a context and an ignore file share their
+defects, so a gap is one finding naming every build it affects.
+
+What cannot be checked (a remote or outside context, a Dockerfile BuildKit cannot parse, a
+Dockerfile whose context nothing declares) is a one-line note, never a finding and never a crash.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,16 +22,26 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import policy
-from .builds import Build, discover_builds
+from . import dockerfiles, policy
+from .builds import Build, Discovery, discover, is_dockerfile_name, undeclared
 from .config import Config
+from .dockerfiles import Source
 from .drift import MISSING, find_drift
+from .errors import BadInput
 from .findings import Finding, human_size
-from .gitutil import PolicyFile, artifact_listing, not_ignored, require_repo
+from .gitutil import PolicyFile, artifact_listing, git, index_heads, not_ignored, require_repo, split0
+from .policy import examples
 
 if TYPE_CHECKING:
     from .context import BuilderModel
     from .dockerignore import Matcher
+
+DOCKERFILE_NAMES = ("Dockerfile", "Dockerfile.*", "*.Dockerfile", "*.dockerfile")
+# Files that show what kind of project a folder holds (policy.MARKERS, but *.py: too many to list;
+# a Python project has a manifest or a .proto).
+MARKER_NAMES = ("pyproject.toml", "pyproject.*.toml", "setup.py", "setup.cfg", "requirements*.txt",
+                "Pipfile", "poetry.toml", "tox.ini", "*.proto", "__init__.py", "__main__.py",
+                "conftest.py", "manage.py", "package.json")
 
 
 def _is_ignore_file(path: str) -> bool:
@@ -34,6 +51,10 @@ def _is_ignore_file(path: str) -> bool:
 
 def _is_gitignore(path: str) -> bool:
     return path.rsplit("/", 1)[-1] == ".gitignore"
+
+
+def _is_dockerfile(path: str) -> bool:
+    return is_dockerfile_name(path.rsplit("/", 1)[-1])
 
 
 def _tree_size(path: Path) -> int:
@@ -68,41 +89,107 @@ class BuildIgnore:
 
 
 @dataclass
+class IgnoreGroup:
+    """The builds that read one ignore file from one context: they share every Docker-side defect.
+    ``ignore_name`` is the file's repo-relative path (for none: the ``.dockerignore`` that would
+    be read, at the context root)."""
+
+    context: Path
+    ignore_path: Path | None
+    ignore_name: str
+    members: list[BuildIgnore] = field(default_factory=list)
+
+    @property
+    def builds(self) -> list[Build]:
+        seen: dict[str, Build] = {}
+        for m in self.members:
+            seen.setdefault(m.build.name, m.build)
+        return list(seen.values())
+
+    @property
+    def label(self) -> str:
+        names = [b.name for b in self.builds]
+        also = sum(len(b.also) for b in self.builds)
+        builders = sorted({m.builder for m in self.members})
+        who = f"build '{names[0]}'" if len(names) == 1 else "builds " + ", ".join(f"'{n}'" for n in names)
+        if also:
+            who += f" (+{also} service(s) with the same build)"
+        return f"{who} ({', '.join(builders)})"
+
+    @property
+    def state(self) -> str:
+        return "reads no ignore file" if self.ignore_path is None else f"read {self.ignore_name}"
+
+
+@dataclass
 class VerifyContext:
     repo: Path
     cfg: Config
     out_dir: Path | None = None
     check_generated: bool = False
+    notes: list[str] = field(default_factory=list)
     _matchers: dict[tuple[Path | None, str], Matcher] = field(default_factory=dict)
     _skipped: dict[tuple[int, str], bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.cfg = self.cfg.resolved(self.repo)
 
     def rel(self, p: Path) -> str:
         return os.path.relpath(p, self.repo).replace(os.sep, "/")
 
-    @cached_property
-    def patterns(self) -> tuple[str, ...]:
-        return self.cfg.artifacts.all_patterns
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
 
     @cached_property
-    def _listing(self) -> tuple[list[str], list[str], list[str], list[str]]:
+    def patterns(self) -> tuple[str, ...]:
+        return self.cfg.artifact_patterns(self.repo)
+
+    @cached_property
+    def specs(self) -> list[policy.Spec]:
+        return [policy.parse(p) for p in self.patterns]
+
+    def pattern_of(self, path: str) -> str:
+        """The policy pattern that names ``path`` (a folder when it ends in "/"), or ""."""
+        return policy.root_of(path + "x" if path.endswith("/") else path, self.specs)[1]
+
+    @cached_property
+    def _listing(self) -> tuple[list[str], list[str], list[str], list[str], list[str], list[str]]:
         """(tracked artifacts, untracked artifacts on disk, docker ignore files, .gitignore
-        files), from one walk by git with the policy (plus the ignore files' names) as the
-        exclude list. Untracked artifact folders are one entry ending in "/"."""
-        names = [".dockerignore", "*.dockerignore", ".gitignore"]
+        files, Dockerfiles, marker files), from one walk by git with the policy (plus the names of
+        ignore files, Dockerfiles and project markers) as the exclude list. Untracked artifact
+        folders are one entry ending in "/"."""
+        names = [".dockerignore", "*.dockerignore", ".gitignore", *DOCKERFILE_NAMES, *MARKER_NAMES]
         with PolicyFile([*self.patterns, *names]) as pf:
             tracked, others = artifact_listing(self.repo, pf)
         both = tracked + others
         ign = sorted(p for p in both if _is_ignore_file(p))
         gi = sorted(p for p in both if _is_gitignore(p))
+        dfs = sorted(p for p in both if _is_dockerfile(p))
+        marks = sorted(p for p in both if _is_marker(p))
+        specs = self.specs
 
         def keep(p: str) -> bool:
-            return not (_is_ignore_file(p) or _is_gitignore(p))
+            if _is_ignore_file(p) or _is_gitignore(p):
+                return False
+            if (_is_dockerfile(p) or _is_marker(p)) and not policy.root_of(p.rstrip("/"), specs)[1]:
+                return False
+            return True
 
-        return [p for p in tracked if keep(p)], [p for p in others if keep(p)], ign, gi
+        return [p for p in tracked if keep(p)], [p for p in others if keep(p)], ign, gi, dfs, marks
 
-    @property
+    @cached_property
     def tracked_artifacts(self) -> list[str]:
-        return self._listing[0]
+        """Tracked files the policy names, but those named like protobuf output that hold none
+        (hand-written shims: sources, with a note)."""
+        named = [p for p in self._listing[0] if policy.is_proto_artifact(p)]
+        heads = index_heads(self.repo, named, 8192)
+        shims = [p for p in named if p in heads and not policy.looks_generated(heads[p])]
+        out = [p for p in self._listing[0] if p not in set(shims)]
+        if shims:
+            self.note(f"{len(shims)} tracked file(s) named like protobuf output hold no generated "
+                      f"code (no protoc banner or protobuf import): kept as sources: {examples(shims)}")
+        return out
 
     @property
     def disk_entries(self) -> list[str]:
@@ -138,9 +225,61 @@ class VerifyContext:
     def gitignore_files(self) -> list[str]:
         return self._listing[3]
 
+    @property
+    def dockerfiles(self) -> list[str]:
+        return self._listing[4]
+
+    @property
+    def markers(self) -> list[str]:
+        return self._listing[5]
+
     @cached_property
+    def repo_kinds(self) -> set[str]:
+        """The kinds of project (policy.MARKERS) anywhere in the repo: from the marker files
+        git listed, else (a Python project with no manifest) a short look for a .py file."""
+        kinds = _kinds_of(self.markers)
+        if "python" not in kinds and _has_python_file(self.repo):
+            kinds.add("python")
+        return kinds
+
+    def kinds(self, group: IgnoreGroup) -> set[str]:
+        """The kinds of project whose files a build of ``group`` sends: an artifact can arise in
+        its context only where such a project is (a Go context need not exclude Python caches)."""
+        prefix = self.rel(group.context) + "/" if group.context != self.repo else ""
+        sent = [m[len(prefix):] for m in self.markers if m.startswith(prefix)
+                and any(self.sent(self.matcher(bi), m[len(prefix):]) for bi in group.members)]
+        kinds = _kinds_of(sent)
+        if "python" not in kinds:
+            # Python files sent without a manifest (or with it excluded): a short look
+            def sends(rel: str) -> bool:
+                return any(self.sent(self.matcher(bi), rel) for bi in group.members)
+
+            def skips(rel: str) -> bool:
+                return all(self.folder_skipped(self.matcher(bi), rel) for bi in group.members)
+
+            if _has_python_file(group.context, accept=sends, skip=skips):
+                kinds.add("python")
+        return kinds
+
+    @cached_property
+    def discovery(self) -> Discovery:
+        d = discover(self.repo, self.cfg)
+        for n in d.notes:
+            self.note(n)
+        return d
+
+    @property
     def builds(self) -> list[Build]:
-        return discover_builds(self.repo, self.cfg)
+        return self.discovery.builds
+
+    @cached_property
+    def undeclared_dockerfiles(self) -> list[str]:
+        found = undeclared(self.repo, self.builds, self.dockerfiles)
+        if found:
+            self.note(f"{len(found)} Dockerfile(s) that no compose file or config builds, so their "
+                      f"context is unknown: {examples(found)}: not checked; declare each with its "
+                      "context in cleanroom.toml ([[docker.builds]] dockerfile = ..., context = ...)")
+        return found
 
     @cached_property
     def build_ignores(self) -> list[BuildIgnore]:
@@ -151,9 +290,21 @@ class VerifyContext:
             bk = ignore_file_for(b.context, b.dockerfile, buildkit=True)
             classic = ignore_file_for(b.context, b.dockerfile, buildkit=False)
             out.append(BuildIgnore(b, "buildkit", bk))
-            if classic != bk:
+            if classic != bk and b.inline is None:
                 out.append(BuildIgnore(b, "classic", classic))
         return out
+
+    @cached_property
+    def groups(self) -> list[IgnoreGroup]:
+        by: dict[tuple[Path, Path | None], IgnoreGroup] = {}
+        for bi in self.build_ignores:
+            ctx_rel = bi.build.rel_context(self.repo)
+            name = self.rel(bi.ignore_path) if bi.ignore_path else (
+                f"{ctx_rel}/.dockerignore" if ctx_rel else ".dockerignore")
+            g = by.setdefault((bi.build.context, bi.ignore_path),
+                              IgnoreGroup(bi.build.context, bi.ignore_path, name))
+            g.members.append(bi)
+        return list(by.values())
 
     # Two git questions are asked in background threads as soon as the listing is known, so
     # that git answers them while the Docker-side rules run in Python.
@@ -162,10 +313,22 @@ class VerifyContext:
         return ThreadPoolExecutor(max_workers=2, thread_name_prefix="cleanroom-git")
 
     @cached_property
-    def untracked_not_ignored(self) -> Future[list[str]]:
-        """Untracked artifact entries that the repo's ignore rules do not ignore."""
+    def untracked_not_ignored(self) -> Future[list[tuple[str, list[str]]]]:
+        """Untracked artifact entries that the repo's ignore rules do not ignore: a file, or a
+        folder with the files in it git does not ignore (a __pycache__/ whose files `*.pyc`
+        ignores is fine)."""
         candidates = [p for p in self.disk_entries if not self.allowed(p.rstrip("/"))]
-        return self._pool.submit(not_ignored, self.repo, candidates)
+        return self._pool.submit(_not_ignored_entries, self.repo, candidates)
+
+    @cached_property
+    def relevant_patterns(self) -> list[str]:
+        """The policy patterns this repo's .gitignore must cover: those of the kinds of project it
+        holds (no JavaScript lockfiles in a Python-only repo), the config's own, and any pattern a
+        file of the repo matches."""
+        kinds = self.repo_kinds
+        present = {self.pattern_of(p.rstrip("/")) for p in [*self._listing[0], *self._listing[1]]}
+        return [p for p in self.patterns
+                if policy.KIND.get(p) is None or policy.KIND[p] in kinds or p in present]
 
     @cached_property
     def gitignore_probes(self) -> dict[str, str]:
@@ -173,7 +336,7 @@ class VerifyContext:
         .gitignore of its own (where a '!' line could re-include an artifact)."""
         extra = sorted({f.rsplit("/", 1)[0] for f in self.gitignore_files if "/" in f})
         by_probe: dict[str, str] = {}
-        for pat in self.patterns:
+        for pat in self.relevant_patterns:
             ps = policy.probes(pat)
             if not policy.parse(pat).anchored:
                 ps += [f"{d}/{ps[0]}" for d in extra]
@@ -233,8 +396,90 @@ class VerifyContext:
     def allowed(self, path: str) -> bool:
         return policy.allowed(path, self.cfg.artifacts.allow) is not None
 
+    @cached_property
+    def sources(self) -> dict[Path, list[Source] | None]:
+        """Per Dockerfile (by path; an inline one by its build's context), what the build reads
+        from its context; None when BuildKit cannot parse it (noted)."""
+        out: dict[Path, list[Source] | None] = {}
+        for b in self.builds:
+            key = b.dockerfile if b.inline is None else b.context / f"<inline {b.name}>"
+            if key in out:
+                continue
+            text = b.dockerfile_text()
+            if text is None:
+                out[key] = None
+                continue
+            where = b.rel_dockerfile(self.repo)
+            try:
+                out[key] = dockerfiles.context_sources(dockerfiles.parse(text, where))
+            except dockerfiles.DockerfileError as exc:
+                self.note(f"{exc.message}: what it copies is not checked")
+                out[key] = None
+        return out
 
-Rule = Callable[[VerifyContext], Iterable[Finding]]
+    def sources_of(self, b: Build) -> list[Source]:
+        key = b.dockerfile if b.inline is None else b.context / f"<inline {b.name}>"
+        return self.sources.get(key) or []
+
+
+def _not_ignored_entries(repo: Path, entries: list[str]) -> list[tuple[str, list[str]]]:
+    """(entry, the files in it git does not ignore) for the untracked artifact entries that git
+    would let be committed; a file entry lists itself."""
+    files = [e for e in entries if not e.endswith("/")]
+    folders = [e for e in entries if e.endswith("/") and not (repo / e / ".git").exists()]
+    out = [(f, [f]) for f in not_ignored(repo, files)]
+    if folders:
+        listed = split0(git(repo, "ls-files", "-z", "--others", "--exclude-standard", "--",
+                            *(f":(literal){d}" for d in folders)))
+        for d in folders:
+            inside = [p for p in listed if p.startswith(d)]
+            if inside:
+                out.append((d, inside))
+    return sorted(out)
+
+
+def _is_marker(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(name, g) for g in MARKER_NAMES)
+
+
+def _has_python_file(top: Path, depth: int = 4, budget: int = 5000,
+                     accept: Callable[[str], bool] = lambda rel: True,
+                     skip: Callable[[str], bool] = lambda rel: False) -> bool:
+    """A .py file ``accept`` takes, within ``depth`` folders of ``top``, not below a folder
+    ``skip`` names (looked at no more than ``budget`` entries)."""
+    todo = [(top, "", 0)]
+    seen = 0
+    while todo:
+        folder, rel, level = todo.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        seen += len(entries)
+        for e in entries:
+            child = f"{rel}{e.name}"
+            if e.name.endswith(".py") and e.is_file(follow_symlinks=False) and accept(child):
+                return True
+            if (e.is_dir(follow_symlinks=False) and level + 1 < depth
+                    and e.name not in (".git", "node_modules") and not skip(child)):
+                todo.append((Path(e.path), child + "/", level + 1))
+        if seen > budget:
+            return False
+    return False
+
+
+def _kinds_of(paths: Iterable[str]) -> set[str]:
+    found: set[str] = set()
+    for p in paths:
+        name = p.rsplit("/", 1)[-1]
+        for kind, globs in policy.MARKERS.items():
+            if kind not in found and any(fnmatch.fnmatchcase(name, g) for g in globs):
+                found.add(kind)
+    return found
+
+
+# ------------------------------------------------------------------------------ the rules
 
 
 def _fmt(v: object) -> str:
@@ -242,24 +487,50 @@ def _fmt(v: object) -> str:
 
 
 def rule_tracked_artifact(ctx: VerifyContext) -> Iterator[Finding]:
+    """One finding per folder: its tracked artifacts go with one `git rm --cached`."""
+    groups: dict[str, list[str]] = {}
     for path in ctx.tracked_artifacts:
         if ctx.allowed(path):
             continue
+        root, _pattern, is_dir = policy.root_of(path, ctx.specs)
+        groups.setdefault(root + "/" if is_dir else path.rpartition("/")[0], []).append(path)
+    for where, paths in sorted(groups.items()):
+        pats = sorted({ctx.pattern_of(p) for p in paths})
+        if len(paths) == 1:
+            yield Finding(
+                "tracked-artifact", paths[0],
+                f"git tracks a build artifact ({pats[0]}: {policy.why(pats[0])}); the doctrine: "
+                "artifacts are regenerated, never committed",
+                f"git rm --cached -- '{paths[0]}' (keeps the file on disk), and make sure an ignore "
+                "rule covers it (`cleanroom verify --fix` adds missing rules)",
+            )
+            continue
+        if where.endswith("/"):
+            what, target = f"the folder {where}", where
+        else:
+            what = f"{where}/" if where else "the repo root"
+            target = " ".join(f"'{where}/{policy.parse(p).body}'" if where else f"'{policy.parse(p).body}'"
+                              for p in pats)
         yield Finding(
-            "tracked-artifact", path,
-            "git tracks a build artifact (the doctrine: artifacts are regenerated, never committed)",
-            f"git rm --cached -- '{path}' (keeps the file on disk), and make sure an ignore rule "
-            "covers it (`cleanroom verify --fix` adds missing rules)",
+            "tracked-artifact", where or ".",
+            f"git tracks {len(paths)} build artifacts in {what} ({', '.join(pats)}): {examples(paths)}; "
+            "the doctrine: artifacts are regenerated, never committed",
+            f"git rm -r --cached -- {target if where.endswith('/') else target} (keeps the files on "
+            "disk), and make sure ignore rules cover them (`cleanroom verify --fix` adds missing rules)",
+            related=tuple(paths),
         )
 
 
 def rule_untracked_artifact(ctx: VerifyContext) -> Iterator[Finding]:
-    for path in ctx.untracked_not_ignored.result():
+    for entry, files in ctx.untracked_not_ignored.result():
+        what = ("a build artifact that git shows as untracked" if not entry.endswith("/") else
+                f"an artifact folder whose files git shows as untracked ({examples(files)})")
         yield Finding(
-            "untracked-artifact", path,
-            "a build artifact that git shows as untracked: nothing ignores it, so it can be committed",
+            "untracked-artifact", entry,
+            f"{what}: nothing ignores it, so it can be committed",
             "add an ignore rule for it to .gitignore (`cleanroom verify --fix`), or delete it "
             "(`cleanroom clean --yes`)",
+            related=tuple(files) if entry.endswith("/") else (),
         )
 
 
@@ -272,11 +543,24 @@ def gitignore_gaps(ctx: VerifyContext) -> dict[str, list[str]]:
 
 
 def rule_gitignore_gap(ctx: VerifyContext) -> Iterator[Finding]:
-    for pat, probes in gitignore_gaps(ctx).items():
+    gaps = gitignore_gaps(ctx)
+    if gaps and not ctx.gitignore_files:
+        # no .gitignore at all: one defect, one finding naming every line it must hold
+        pats = list(gaps)
+        yield Finding(
+            "gitignore-gap", ".gitignore",
+            f"the repo has no .gitignore: git ignores none of the {len(pats)} artifact patterns "
+            f"({examples(pats)})",
+            f"create .gitignore with the lines {examples([policy.git_rule(p) for p in pats])} "
+            "(`cleanroom verify --fix` writes them, with a comment each)",
+            related=tuple(pats),
+        )
+        return
+    for pat, probes in gaps.items():
         yield Finding(
             "gitignore-gap", ".gitignore",
             f"artifact pattern '{pat}' is not covered: git does not ignore the probe path(s) "
-            + ", ".join(f"'{p}'" for p in probes),
+            + examples(probes),
             f"add the line `{policy.git_rule(pat)}` to .gitignore (`cleanroom verify --fix` adds it "
             "to a managed block)",
         )
@@ -284,24 +568,60 @@ def rule_gitignore_gap(ctx: VerifyContext) -> Iterator[Finding]:
 
 @dataclass(frozen=True)
 class DockerGap:
-    bi: BuildIgnore
-    ignore_name: str  # repo-relative path of the file read (or that should exist)
+    group: IgnoreGroup
     pattern: str
-    leaked: list[str]
+    leaked: list[str]  # probe paths the context would send (context-relative)
+    real: list[str]  # artifact files of this checkout the context would send (repo-relative)
+    copied: list[Source]  # what a build copies that the pattern names
+
+    @property
+    def ignore_name(self) -> str:
+        return self.group.ignore_name
+
+    @property
+    def fixable(self) -> bool:
+        return not self.copied
+
+
+def _entries(ctx: VerifyContext) -> list[str]:
+    return sorted(set(ctx.tracked_artifacts) | set(ctx.disk_entries))
+
+
+def _leaks(ctx: VerifyContext, g: IgnoreGroup) -> list[str]:
+    """The repo's artifact files (repo-relative) that some build of ``g`` would send."""
+    ctx_rel = ctx.rel(g.context) if g.context != ctx.repo else ""
+    prefix = ctx_rel + "/" if ctx_rel else ""
+    found: set[str] = set()
+    for bi in g.members:
+        matcher = ctx.matcher(bi)
+        for entry in _entries(ctx):
+            if not entry.startswith(prefix) or ctx.allowed(entry.rstrip("/")):
+                continue
+            inner = entry[len(prefix):]
+            if entry.endswith("/"):
+                if ctx.folder_skipped(matcher, inner) or (ctx.repo / entry / ".git").exists():
+                    continue
+                for root, _dirs, files in os.walk(ctx.repo / entry):
+                    rel = ctx.rel(Path(root))
+                    found.update(f"{rel}/{f}" for f in files
+                                 if ctx.sent(matcher, f"{rel}/{f}"[len(prefix):]))
+            elif ctx.sent(matcher, inner):
+                found.add(entry)
+    return sorted(found)
 
 
 def docker_gaps(ctx: VerifyContext) -> list[DockerGap]:
-    """Per build and policy pattern, the probe paths Docker's matcher would send."""
+    """Per ignore file (group of builds) and policy pattern, what Docker would send."""
     gaps = []
-    for bi in ctx.build_ignores:
-        matcher = ctx.matcher(bi)
-        ctx_rel = bi.build.rel_context(ctx.repo)
+    for g in ctx.groups:
+        ctx_rel = ctx.rel(g.context) if g.context != ctx.repo else ""
         top = sorted(
-            e.name for e in os.scandir(bi.build.context)
+            e.name for e in os.scandir(g.context)
             if e.is_dir(follow_symlinks=False) and e.name != ".git"
-        ) if bi.build.context.is_dir() else []
-        ignore_name = ctx.rel(bi.ignore_path) if bi.ignore_path else (
-            f"{ctx_rel}/.dockerignore" if ctx_rel else ".dockerignore")
+        ) if g.context.is_dir() else []
+        real_all = _leaks(ctx, g)
+        kinds = ctx.kinds(g)
+        copied_all = [s for b in g.builds for s in ctx.sources_of(b)]
         for pat in ctx.patterns:
             spec = policy.parse(pat)
             probes = policy.probes(pat)
@@ -310,42 +630,125 @@ def docker_gaps(ctx: VerifyContext) -> list[DockerGap]:
                 if ctx_rel:
                     continue
             else:
-                name = probes[0]
-                probes += [f"{d}/{name}" for d in top]
-            leaked = [p for p in probes if ctx.sent(matcher, p)]
-            if leaked:
-                gaps.append(DockerGap(bi, ignore_name, pat, leaked))
+                probes += [f"{d}/{probes[0]}" for d in top]
+            real = [p for p in real_all if policy.root_of(p, [spec])[1]]
+            kind = policy.KIND.get(pat)
+            if kind is not None and kind not in kinds and not real:
+                continue  # no such project in this context: the artifact cannot arise there
+            leaked = [p for p in probes if any(ctx.sent(ctx.matcher(bi), p) for bi in g.members)]
+            if leaked or real:
+                copied = [s for s in copied_all if not s.glob and policy.matches(
+                    pat, s.path + "/x" if (g.context / s.path).is_dir() else s.path)]
+                gaps.append(DockerGap(g, pat, leaked, real, copied))
     return gaps
 
 
+def _where_copied(ctx: VerifyContext, group: IgnoreGroup, s: Source) -> str:
+    for b in group.builds:
+        if s in ctx.sources_of(b):
+            return f"{b.rel_dockerfile(ctx.repo)}:{s.instruction.line}"
+    return f"line {s.instruction.line}"
+
+
 def rule_dockerignore_gap(ctx: VerifyContext) -> Iterator[Finding]:
-    for g in docker_gaps(ctx):
-        state = "reads no ignore file" if g.bi.ignore_path is None else f"reads {g.ignore_name}"
+    gaps = docker_gaps(ctx)
+    # A build that reads no ignore file at all has one defect (the missing file), not one per
+    # pattern: one finding naming every pattern the file must hold.
+    missing: dict[str, list[DockerGap]] = {}
+    for g in gaps:
+        if g.group.ignore_path is None and g.fixable:
+            missing.setdefault(g.ignore_name, []).append(g)
+    for name, items in missing.items():
+        grp = items[0].group
+        real = sorted({r for g in items for r in g.real})
+        rules = [policy.docker_rule(g.pattern) for g in items]
         yield Finding(
-            "dockerignore-gap", g.ignore_name,
-            f"{g.bi.label} {state}: artifact pattern '{g.pattern}' is not excluded from its "
-            f"context ({g.bi.build.origin}); Docker would send "
-            + ", ".join(f"'{p}'" for p in g.leaked),
-            f"add the line `{policy.docker_rule(g.pattern)}` to {g.ignore_name} (Docker anchors "
-            "patterns at the context root; `cleanroom verify --fix` adds it)",
+            "dockerignore-gap", name,
+            f"{grp.label} reads no ignore file: {len(items)} artifact pattern(s) are not excluded from "
+            f"the context ({examples([g.pattern for g in items])})"
+            + (f"; Docker would send {len(real)} file(s) of this checkout: {examples(real)}" if real else ""),
+            f"create {name} with the lines {examples(rules)} (`cleanroom verify --fix` writes them, "
+            "with a comment each)",
+            related=tuple(b.name for b in grp.builds),
         )
+    for g in gaps:
+        if g.group.ignore_path is None and g.fixable:
+            continue
+        grp = g.group
+        sends = []
+        if g.real:
+            size = sum(_tree_size(ctx.repo / r) for r in g.real)
+            sends.append(f"{len(g.real)} file(s) of this checkout ({human_size(size)}): {examples(g.real)}")
+        if g.leaked:
+            sends.append(f"probe path(s) {examples(g.leaked)}")
+        message = (f"{grp.label} {grp.state}: artifact pattern '{g.pattern}' is not excluded from "
+                   f"the context; Docker would send " + "; ".join(sends))
+        if g.copied:
+            lines = ", ".join(sorted({_where_copied(ctx, grp, s) for s in g.copied}))
+            what = ", ".join(sorted({s.path for s in g.copied}))
+            message += (f". The Dockerfile copies it ({lines}: {what}), which contradicts the "
+                        f"doctrine ({policy.why(g.pattern)})")
+            fix = (f"change {lines} so the image makes {what} itself (e.g. copy the manifest only and "
+                   f"let the install step create the lock), then add `{policy.docker_rule(g.pattern)}` "
+                   f"to {g.ignore_name}; `cleanroom verify --fix` will not add it while the build "
+                   "copies it (that would break the build)")
+        else:
+            fix = (f"add the line `{policy.docker_rule(g.pattern)}` to {g.ignore_name} (Docker anchors "
+                   "patterns at the context root; `cleanroom verify --fix` adds it)")
+        yield Finding("dockerignore-gap", g.ignore_name, message, fix,
+                      related=tuple(b.name for b in grp.builds))
+
+
+def rule_context_leak(ctx: VerifyContext) -> Iterator[Finding]:
+    """Artifact files a context would send although the ignore file covers their pattern
+    (a '!' line re-includes them, or a nested layout slips past): one finding per deciding line."""
+    gapped = {(g.group.ignore_name, g.pattern) for g in docker_gaps(ctx)}
+    for grp in ctx.groups:
+        ctx_rel = ctx.rel(grp.context) if grp.context != ctx.repo else ""
+        prefix = ctx_rel + "/" if ctx_rel else ""
+        by_line: dict[str, list[str]] = {}
+        for path in _leaks(ctx, grp):
+            pattern = ctx.pattern_of(path) or ""
+            if (grp.ignore_name, pattern) in gapped:
+                continue  # reported as that pattern's dockerignore-gap
+            decided = ctx.matcher(grp.members[0]).match(path[len(prefix):])
+            why = (f"{ctx.rel(Path(decided.source)) if Path(decided.source).is_absolute() else decided.source}:"
+                   f"{decided.line} `{decided}` re-includes it" if decided is not None
+                   else "no line of it excludes it")
+            by_line.setdefault(why, []).append(path)
+        for why, paths in sorted(by_line.items()):
+            size = sum(_tree_size(ctx.repo / p) for p in paths)
+            yield Finding(
+                "context-leak", paths[0] if len(paths) == 1 else grp.ignore_name,
+                f"{len(paths)} artifact file(s) ({human_size(size)}) would be sent in the context of "
+                f"{grp.label}: {examples(paths)}; {grp.ignore_name}: {why}",
+                f"exclude them in {grp.ignore_name} (a line after the one that re-includes them), or "
+                "delete them (`cleanroom clean --yes`)",
+                related=tuple(paths),
+            )
 
 
 def rule_dead_ignore_file(ctx: VerifyContext) -> Iterator[Finding]:
     from .dockerignore import read
 
     read_by = {bi.ignore_path.resolve() for bi in ctx.build_ignores if bi.ignore_path}
+    # A folder with a Dockerfile no build declares may be the context of that build (a Makefile
+    # runs `cd python && docker build ...`): its ignore file is not called dead.
+    unknown = {d.rpartition("/")[0] for d in ctx.undeclared_dockerfiles}
+    unknown_own = {f"{d}.dockerignore" for d in ctx.undeclared_dockerfiles}
+    builds = ", ".join(f"{b.name} (context {b.rel_context(ctx.repo) or '.'})" for b in ctx.builds)
     for rel in ctx.ignore_files:
         path = (ctx.repo / rel).resolve()
-        if path not in read_by:
-            yield Finding(
-                "dead-ignore-file", rel,
-                "no build reads this ignore file: Docker reads only <context>/.dockerignore, or "
-                "(BuildKit) <Dockerfile>.dockerignore next to the Dockerfile; builds here: "
-                + ", ".join(f"{b.name} (context {b.rel_context(ctx.repo) or '.'})" for b in ctx.builds),
-                "move its rules into the .dockerignore at the build's context root "
-                "(as patterns relative to that root), then delete this file",
-            )
+        if path in read_by or rel.rpartition("/")[0] in unknown or rel in unknown_own:
+            continue
+        yield Finding(
+            "dead-ignore-file", rel,
+            "no build reads this ignore file: Docker reads only <context>/.dockerignore, or "
+            "(BuildKit) <Dockerfile>.dockerignore next to the Dockerfile; "
+            + (f"builds here: {builds}" if builds else "this repo declares no Docker build"),
+            "move its rules into the .dockerignore at the build's context root "
+            "(as patterns relative to that root), then delete this file",
+        )
     for p in sorted(read_by):
         ign = read(p)
         for pat in ign.dead_lines:
@@ -358,38 +761,21 @@ def rule_dead_ignore_file(ctx: VerifyContext) -> Iterator[Finding]:
             )
 
 
-def rule_context_leak(ctx: VerifyContext) -> Iterator[Finding]:
-    entries = sorted(set(ctx.tracked_artifacts) | set(ctx.disk_entries))
-    for bi in ctx.build_ignores:
-        matcher = ctx.matcher(bi)
-        ctx_rel = bi.build.rel_context(ctx.repo)
-        prefix = ctx_rel + "/" if ctx_rel else ""
-        leaks: list[str] = []
-        for entry in entries:
-            if not entry.startswith(prefix) or ctx.allowed(entry.rstrip("/")):
-                continue
-            inner = entry[len(prefix):]
-            if entry.endswith("/"):
-                if ctx.folder_skipped(matcher, inner) or (ctx.repo / entry / ".git").exists():
-                    continue
-                # a folder Docker would look into: its files, one by one
-                for root, _dirs, files in os.walk(ctx.repo / entry):
-                    rel = ctx.rel(Path(root))
-                    leaks += [f"{rel}/{f}" for f in files if ctx.sent(matcher, f"{rel}/{f}"[len(prefix):])]
-            elif ctx.sent(matcher, inner):
-                leaks.append(entry)
-        for path in leaks:
-            size = _tree_size(ctx.repo / path)
-            yield Finding(
-                "context-leak", path,
-                f"this artifact ({human_size(size)}) would be sent in the context of {bi.label}",
-                f"exclude it in {ctx.rel(bi.ignore_path) if bi.ignore_path else (prefix + '.dockerignore')} "
-                "(`cleanroom verify --fix`), or delete it (`cleanroom clean --yes`)",
-            )
-
-
 def rule_variant_drift(ctx: VerifyContext) -> Iterator[Finding]:
     v = ctx.cfg.variants
+    if not v.enabled:
+        return
+    missing = [f for f in (v.binary, v.source) if not (ctx.repo / f).is_file()]
+    if missing:
+        yield Finding(
+            "variant-drift", missing[0],
+            f"the variant file {missing[0]} is missing"
+            + (f" (so is {missing[1]})" if len(missing) > 1 else "")
+            + ": a repo with variants needs both (binary and source)",
+            f"add {missing[0]} (copy the other variant and change only its dependency sources and "
+            "versions), or turn variants off: [variants] enabled = false in cleanroom.toml",
+        )
+        return
     for d in find_drift(ctx.repo, ctx.cfg):
         yield Finding(
             "variant-drift", v.source,
@@ -398,6 +784,95 @@ def rule_variant_drift(ctx: VerifyContext) -> Iterator[Finding]:
             f"make '{d.key}' identical in {v.binary} and {v.source}, or, if it may legitimately "
             "differ, add its section to [variants] may_differ in cleanroom.toml",
         )
+
+
+@dataclass(frozen=True)
+class CopyProblem:
+    dockerfile: str  # repo-relative
+    source: Source
+    builds: tuple[str, ...]
+    why: str  # "excluded by .dockerignore:3 `x`" or "does not exist in the context"
+    missing: bool
+    artifact: str  # the policy pattern naming the source ("" when none)
+
+
+def _glob_hits(context: Path, pattern: str) -> list[str]:
+    import glob as globmod
+
+    hits = globmod.glob(pattern, root_dir=context, recursive=False, include_hidden=True)
+    return sorted(h.replace(os.sep, "/") for h in hits)
+
+
+def copy_problems(ctx: VerifyContext) -> list[CopyProblem]:
+    """COPY/ADD (and RUN --mount=type=bind) sources a build cannot have: excluded by its ignore
+    file, or not in its context."""
+    found: dict[tuple[str, int, str], CopyProblem] = {}
+    for bi in ctx.build_ignores:
+        b = bi.build
+        matcher = ctx.matcher(bi)
+        for s in ctx.sources_of(b):
+            df = b.rel_dockerfile(ctx.repo)
+            key = (df, s.instruction.line, s.path)
+            paths = _glob_hits(b.context, s.path) if s.glob else [s.path]
+            if not s.glob and not os.path.lexists(b.context / s.path):
+                paths = []
+            artifact = ctx.pattern_of(f"{b.rel_context(ctx.repo)}/{s.path}".lstrip("/")) or ""
+            if not paths:
+                why, missing = ("does not exist in the context" if not s.glob
+                                else "matches nothing in the context"), True
+            else:
+                sent = [p for p in paths if _sends(ctx, matcher, b.context, p)]
+                if sent:
+                    continue
+                decided = matcher.match(paths[0])
+                pruned = matcher.pruned_ancestor(paths[0])
+                if pruned is not None:
+                    decided = matcher.match(pruned)
+                src = decided.source if decided is not None else ""
+                shown = ctx.rel(Path(src)) if src and Path(src).is_absolute() else src
+                why = (f"is excluded by {shown}:{decided.line} `{decided}`" if decided is not None
+                       else "is not sent")
+                missing = False
+            old = found.get(key)
+            names = tuple(sorted({*(old.builds if old else ()), f"{b.name} ({bi.builder})"}))
+            found[key] = CopyProblem(df, s, names, why if old is None else old.why, missing, artifact)
+    return [found[k] for k in sorted(found)]
+
+
+def _sends(ctx: VerifyContext, matcher: Matcher, context: Path, inner: str) -> bool:
+    """Is ``inner`` (a file, or a folder with anything sent below it) in the context?"""
+    full = context / inner
+    if not full.is_dir() or full.is_symlink():
+        return ctx.sent(matcher, inner)
+    if ctx.folder_skipped(matcher, inner):
+        return False
+    if not matcher.excluded(inner):
+        return True
+    for root, _dirs, files in os.walk(full):
+        rel = os.path.relpath(root, context).replace(os.sep, "/")
+        if any(ctx.sent(matcher, f"{rel}/{f}") for f in files):
+            return True
+    return False
+
+
+def rule_copy_excluded(ctx: VerifyContext) -> Iterator[Finding]:
+    for p in copy_problems(ctx):
+        ins = p.source.instruction
+        builds = ", ".join(p.builds)
+        message = (f"`{ins.original}` copies {p.source.path}, which {p.why} of build(s) {builds}: "
+                   + ("the build fails: it is not in the context" if p.missing else
+                      "the build fails: Docker does not send it"))
+        if p.artifact:
+            message += (f"; {p.source.path} is a build artifact ({p.artifact}: {policy.why(p.artifact)}), "
+                        "so the Dockerfile contradicts the doctrine")
+            fix = (f"remove {p.source.written} from line {ins.line} of {p.dockerfile}: the image makes it "
+                   "itself (e.g. `poetry install` writes the lock inside the image)")
+        elif p.missing:
+            fix = f"add {p.source.path} to the context, or remove it from line {ins.line} of {p.dockerfile}"
+        else:
+            fix = (f"stop excluding {p.source.path}: remove or narrow that line, or add "
+                   f"`!{p.source.path}` after it")
+        yield Finding("copy-excluded", p.dockerfile, message, fix, line=ins.line)
 
 
 def rule_generated(ctx: VerifyContext) -> Iterator[Finding]:
@@ -418,51 +893,121 @@ def rule_generated(ctx: VerifyContext) -> Iterator[Finding]:
     )
 
 
-RULE_FUNCS: dict[str, Rule] = {
-    "tracked-artifact": rule_tracked_artifact,
-    "untracked-artifact": rule_untracked_artifact,
-    "gitignore-gap": rule_gitignore_gap,
-    "dockerignore-gap": rule_dockerignore_gap,
-    "dead-ignore-file": rule_dead_ignore_file,
-    "context-leak": rule_context_leak,
-    "variant-drift": rule_variant_drift,
-    "generated": rule_generated,
+@dataclass(frozen=True)
+class Rule:
+    names: tuple[str, ...]  # the finding names it can give
+    check: Callable[[VerifyContext], Iterable[Finding]]
+    applies: Callable[[VerifyContext], bool] = lambda ctx: True
+    waits_on_git: bool = False  # run last: it needs a background git answer
+
+
+# The rules, in report order: registered once, read by every format and by `checked`.
+RULES: tuple[Rule, ...] = (
+    Rule(("tracked-artifact",), rule_tracked_artifact),
+    Rule(("untracked-artifact",), rule_untracked_artifact, waits_on_git=True),
+    Rule(("gitignore-gap",), rule_gitignore_gap, waits_on_git=True),
+    Rule(("dockerignore-gap",), rule_dockerignore_gap, lambda ctx: bool(ctx.builds)),
+    Rule(("copy-excluded",), rule_copy_excluded, lambda ctx: bool(ctx.builds)),
+    Rule(("dead-ignore-file",), rule_dead_ignore_file),
+    Rule(("context-leak",), rule_context_leak, lambda ctx: bool(ctx.builds)),
+    Rule(("variant-drift",), rule_variant_drift, lambda ctx: bool(ctx.cfg.variants.enabled)),
+    Rule(("generated-missing", "generated-stale"), rule_generated, lambda ctx: ctx.check_generated),
+)
+RULE_NAMES: tuple[str, ...] = tuple(n for r in RULES for n in r.names)
+
+
+@dataclass
+class Report:
+    findings: list[Finding]
+    checked: list[str]
+    skipped: dict[str, str]  # rule -> why it did not apply
+    notes: list[str]
+
+
+_SKIP_WHY = {
+    "dockerignore-gap": "no Docker build in this repo",
+    "copy-excluded": "no Docker build in this repo",
+    "context-leak": "no Docker build in this repo",
+    "variant-drift": "no pyproject variants in this repo ([variants] enabled)",
+    "generated-missing": "no generated package to check (--out DIR)",
+    "generated-stale": "no generated package to check (--out DIR)",
 }
+
+
+def run(repo: Path, cfg: Config, out_dir: Path | None = None, check_generated: bool = False) -> Report:
+    require_repo(repo)
+    ctx = VerifyContext(repo=repo, cfg=cfg, out_dir=out_dir, check_generated=check_generated)
+    ctx.prefetch()
+    ctx.undeclared_dockerfiles  # noqa: B018 (its note)
+    findings: list[Finding] = []
+    checked: list[str] = []
+    skipped: dict[str, str] = {}
+    try:
+        ordered = [r for r in RULES if not r.waits_on_git] + [r for r in RULES if r.waits_on_git]
+        for rule in ordered:
+            if rule.applies(ctx):
+                findings.extend(rule.check(ctx))
+        for rule in RULES:
+            for name in rule.names:
+                if rule.applies(ctx):
+                    checked.append(name)
+                else:
+                    skipped[name] = _SKIP_WHY.get(name, "does not apply")
+    finally:
+        ctx._pool.shutdown(wait=False)
+    return Report(findings, checked, skipped, ctx.notes)
 
 
 def run_verify(repo: Path, cfg: Config, out_dir: Path | None = None,
                check_generated: bool = False) -> tuple[list[Finding], list[str]]:
-    require_repo(repo)
-    ctx = VerifyContext(repo=repo, cfg=cfg, out_dir=out_dir, check_generated=check_generated)
-    ctx.prefetch()
-    findings: list[Finding] = []
-    checked = []
-    for name in RULE_FUNCS:
-        if name == "generated":
-            if check_generated:
-                checked += ["generated-missing", "generated-stale"]
-        else:
-            checked.append(name)
-    # The rules that wait on git's background answers run last.
-    waiting = ("untracked-artifact", "gitignore-gap")
-    order = [n for n in RULE_FUNCS if n not in waiting] + list(waiting)
-    for name in order:
-        if name == "generated" and not check_generated:
-            continue
-        findings.extend(RULE_FUNCS[name](ctx))
-    ctx._pool.shutdown(wait=False)
-    return findings, checked
+    r = run(repo, cfg, out_dir, check_generated)
+    return r.findings, r.checked
 
 
-def fix(repo: Path, cfg: Config, dry_run: bool = False) -> list[str]:
-    """Add the missing ignore rules to managed blocks; returns the files written."""
-    from .fix import fix_plan
+# ------------------------------------------------------------------------------ --fix
+
+
+@dataclass
+class FixResult:
+    written: list[str]  # what was (or would be) written, one line each
+    refused: list[str]  # rules not added, and why
+
+
+def fix(repo: Path, cfg: Config, dry_run: bool = False) -> FixResult:
+    """Add the missing ignore rules to managed blocks; never a rule that would exclude what a
+    build copies, never a line Docker would refuse, never a file outside the repo."""
+    from .fix import fix_plan, safe_docker_rules
     from .plan import execute
 
     require_repo(repo)
     ctx = VerifyContext(repo=repo, cfg=cfg)
+    refused: list[str] = []
     git_gaps = [(repo / ".gitignore", pat) for pat in gitignore_gaps(ctx)]
-    dock = [(repo / g.ignore_name, g.pattern) for g in docker_gaps(ctx)]
+    dock: list[tuple[Path, str]] = []
+    by_file: dict[str, list[DockerGap]] = {}
+    for g in docker_gaps(ctx):
+        if not g.fixable:
+            refused.append(f"{g.ignore_name}: not adding `{policy.docker_rule(g.pattern)}`: a build "
+                           "copies what it names (see the dockerignore-gap finding)")
+            continue
+        by_file.setdefault(g.ignore_name, []).append(g)
+    for name, gaps in by_file.items():
+        path = repo / name
+        try:
+            real = path.resolve()
+        except OSError as exc:
+            raise BadInput(f"{path}: cannot resolve: {exc}") from None
+        if real != repo.resolve() and repo.resolve() not in real.parents:
+            refused.append(f"{name}: not written: it resolves outside the repo ({real})")
+            continue
+        sources = [s for g in gaps for b in g.group.builds for s in ctx.sources_of(b)]
+        ok, why_not = safe_docker_rules(ctx, gaps[0].group, [g.pattern for g in gaps], sources)
+        refused += [f"{name}: {w}" for w in why_not]
+        dock += [(path, pat) for pat in ok]
     plan = fix_plan(git_gaps, dock)
     execute(plan, dry_run=dry_run)
-    return [a.show() for a in plan]
+    return FixResult([a.show() for a in plan], refused)
+
+
+__all__ = ["RULES", "RULE_NAMES", "Report", "VerifyContext", "docker_gaps", "fix", "gitignore_gaps",
+           "run", "run_verify"]
