@@ -539,3 +539,17 @@ def test_verify_changes_nothing(tmp_path: Path) -> None:
     verify(repo)
     cli("context", cwd=repo)
     assert snapshot(repo) == before
+
+
+def test_remembered_index_answer_follows_the_index(tmp_path: Path) -> None:
+    """verify remembers git's answer for the index between runs: a commit, an `add` or a
+    `git rm --cached` must be seen at once."""
+    repo = make(tmp_path / "r", {"m.py": "", ".gitignore": FULL_GITIGNORE})
+    assert verify(repo)["findings"] == []
+    (repo / "uv.lock").write_text("x")
+    git(repo, "add", "-f", "uv.lock")
+    assert [f["path"] for f in of(verify(repo), "tracked-artifact")] == ["uv.lock"]
+    git(repo, "commit", "-q", "-m", "lock")
+    assert [f["path"] for f in of(verify(repo), "tracked-artifact")] == ["uv.lock"]
+    git(repo, "rm", "-q", "--cached", "uv.lock")
+    assert of(verify(repo), "tracked-artifact") == []

@@ -49,6 +49,13 @@ def cmd_select(ws: Workspace, args: argparse.Namespace) -> int:
 def cmd_verify(ws: Workspace, args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .gitutil import Listing, require_repo
+    from .policy import LISTED_NAMES
+
+    require_repo(ws.repo)
+    # git starts walking the tree now, while the rest of the engine is imported
+    listing = None if args.fix else Listing(ws.repo, [*ws.cfg.artifact_patterns(ws.repo), *LISTED_NAMES])
+
     from .findings import RENDERERS, Result
     from .verify import fix, run
     from .workspace import in_container
@@ -62,7 +69,7 @@ def cmd_verify(ws: Workspace, args: argparse.Namespace) -> int:
         if not res.written and not res.refused:
             print("verify --fix: no ignore rules missing")
     out_dir = Path(args.out) if args.out else (Path(ws.cfg.proto.out) if in_container() else None)
-    report = run(ws.repo, ws.cfg, out_dir=out_dir, check_generated=out_dir is not None)
+    report = run(ws.repo, ws.cfg, out_dir=out_dir, check_generated=out_dir is not None, listing=listing)
     findings, checked = report.findings, report.checked
     if args.engine:
         from .engine_context import engine_findings

@@ -30,14 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cache import read_json, write_json
+from .dockerenv import PLUGIN_DIRS
 from .errors import BadInput
 
 ROOT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 OVERRIDE_FILES = ("compose.override.yml", "compose.override.yaml", "docker-compose.override.yml",
                   "docker-compose.override.yaml")
-PLUGIN_DIRS = ("~/.docker/cli-plugins", "/usr/local/lib/docker/cli-plugins",
-               "/usr/local/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins",
-               "/usr/libexec/docker/cli-plugins")
 
 
 @dataclass(frozen=True)
@@ -122,38 +121,21 @@ def _cache_key(binary: Path, files: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
-def _cache_file() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cleanroom" / "compose.json"
-
-
 def _cache_get(key: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
-        return None
+    data = read_json("compose.json")
     hit = data.get(key) if isinstance(data, dict) else None
     return hit if isinstance(hit, dict) else None
 
 
 def _cache_put(key: str, value: dict[str, Any]) -> None:
-    path = _cache_file()
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            data = {}
-    except (OSError, ValueError):
+    data = read_json("compose.json")
+    if not isinstance(data, dict):
         data = {}
     data.pop(key, None)
     data[key] = value
     while len(data) > 64:  # oldest first (insertion order)
         data.pop(next(iter(data)))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    write_json("compose.json", data)
 
 
 def _run_v2(binary: Path, files: Sequence[Path]) -> tuple[dict[str, Any] | None, str]:

@@ -135,11 +135,6 @@ def _version_of(text: str) -> str:
     return m.group(1) if m else ""
 
 
-_PLUGIN_DIRS = ("~/.docker/cli-plugins", "/usr/local/lib/docker/cli-plugins",
-                "/usr/local/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins",
-                "/usr/libexec/docker/cli-plugins")
-
-
 def _stamp(path: str) -> str:
     try:
         st = os.stat(os.path.expanduser(path))
@@ -152,17 +147,13 @@ def _client_facts(clients: Sequence[str]) -> list[tuple[str, bool]]:
     """(version, has buildx) per docker client: asked side by side, and remembered in
     ``$XDG_CACHE_HOME/cleanroom/docker-clients.json`` for as long as the client binary and
     the CLI plugin folders are unchanged (a listing should not wait for docker)."""
-    import json
+    from .cache import read_json, write_json
+    from .dockerenv import PLUGIN_DIRS
 
-    cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cleanroom"
-    cache_file = cache_dir / "docker-clients.json"
-    plugins = ",".join(_stamp(d) for d in _PLUGIN_DIRS)
+    plugins = ",".join(_stamp(d) for d in PLUGIN_DIRS)
     keys = [f"{os.path.realpath(c)}|{_stamp(os.path.realpath(c))}|{plugins}" for c in clients]
-    try:
-        cached = json.loads(cache_file.read_text())
-        if not isinstance(cached, dict):
-            cached = {}
-    except (OSError, ValueError):
+    cached = read_json("docker-clients.json")
+    if not isinstance(cached, dict):
         cached = {}
     missing = [i for i, k in enumerate(keys) if not isinstance(cached.get(k), list)]
     if missing:
@@ -174,13 +165,7 @@ def _client_facts(clients: Sequence[str]) -> list[tuple[str, bool]]:
             version = _version_of(res[2 * j][1])
             cached[keys[i]] = [version, res[2 * j + 1][0] == 0]
         if all(cached[keys[i]][0] for i in missing):  # remember only complete answers
-            try:
-                cache_dir.mkdir(parents=True, exist_ok=True)
-                tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
-                tmp.write_text(json.dumps({k: cached[k] for k in keys}))
-                os.replace(tmp, cache_file)
-            except OSError:
-                pass
+            write_json("docker-clients.json", {k: cached[k] for k in keys})
     return [(str(cached[k][0]), bool(cached[k][1])) for k in keys]
 
 

@@ -18,6 +18,10 @@ from functools import cache
 from .errors import ToolMissing
 
 SETUP_HINT = "run `docker/setup-engine` (installs and starts Debian's Docker engine and Compose)"
+# Where the docker CLI looks for its plugins (buildx, compose), besides $DOCKER_CONFIG/cli-plugins.
+PLUGIN_DIRS = ("~/.docker/cli-plugins", "/usr/local/lib/docker/cli-plugins",
+               "/usr/local/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins",
+               "/usr/libexec/docker/cli-plugins")
 
 
 def _out(argv: list[str], env: dict[str, str] | None = None, timeout: float = 20) -> tuple[int, str]:

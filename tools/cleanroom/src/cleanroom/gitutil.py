@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .cache import read_json, write_json
 from .errors import BadInput, ToolMissing
 
 
@@ -85,30 +86,95 @@ def _collapse(entries: list[str]) -> list[str]:
     return out
 
 
-def artifact_listing(repo: Path, policy: str) -> tuple[list[str], list[str]]:
-    """(tracked paths, untracked paths on disk) that the policy patterns match.
+class Listing:
+    """The three questions verify asks git of the tree, started at once so that git answers them
+    side by side (and while the rest of the engine is imported):
 
-    The two git calls run side by side: one reads the index, the other is the one walk of the
-    tree. ``--directory`` makes git report a matching folder (``.venv/``, ``__pycache__/``) as
-    one entry, ending in ``/``, instead of descending into it.
+    * the tracked paths the policy patterns match (the index, ``--cached --ignored``);
+    * the untracked paths on disk they match (the one walk of the tree, ``--others --ignored
+      --directory``: a matching folder, ``.venv/`` or ``__pycache__/``, is one entry ending in
+      ``/``);
+    * the untracked files the repo's own ignore rules do not ignore (``--others
+      --exclude-standard``), the ones that could be committed.
     """
-    base = [_git_bin(), "-c", "core.quotePath=false", "ls-files", "-z", "--ignored",
-            f"--exclude-from={policy}"]
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
-    procs = [
-        subprocess.Popen([*base, "--cached"], cwd=repo, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE),
-        subprocess.Popen([*base, "--others", "--directory"], cwd=repo, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE),
-    ]
-    outs = []
-    for p in procs:
-        out, err = p.communicate()
-        if p.returncode != 0:
-            msg = err.decode(errors="replace").strip().splitlines()
-            raise BadInput(f"git ls-files failed in {repo}: {msg[-1] if msg else p.returncode}")
-        outs.append(split0(out))
-    return outs[0], _collapse(outs[1])
+
+    def __init__(self, repo: Path, patterns: Sequence[str]) -> None:
+        self.repo = repo
+        self._policy = PolicyFile(patterns)
+        git_bin = _git_bin()
+        base = [git_bin, "-c", "core.quotePath=false", "ls-files", "-z"]
+        env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
+        pol = f"--exclude-from={self._policy.path}"
+        argvs = [[*base, "--ignored", pol, "--others", "--directory"],
+                 [*base, "--others", "--exclude-standard"]]
+        # The index's answer only changes with the index: remembered by its stat and the policy.
+        self._cache = _IndexCache(repo, patterns)
+        self._tracked = self._cache.get()
+        if self._tracked is None:
+            argvs.append([*base, "--ignored", pol, "--cached"])
+        self._procs = [
+            subprocess.Popen(argv, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for argv in argvs
+        ]
+        self._result: tuple[list[str], list[str], list[str]] | None = None
+
+    def result(self) -> tuple[list[str], list[str], list[str]]:
+        """(tracked policy paths, untracked policy paths, untracked files git would not ignore)."""
+        if self._result is None:
+            outs = []
+            try:
+                for p in self._procs:
+                    out, err = p.communicate()
+                    if p.returncode != 0:
+                        msg = err.decode(errors="replace").strip().splitlines()
+                        raise BadInput(f"git ls-files failed in {self.repo}: "
+                                       f"{msg[-1] if msg else p.returncode}")
+                    outs.append(split0(out))
+            finally:
+                self._policy.__exit__()
+            others, loose = outs[0], outs[1]
+            if self._tracked is None:
+                self._tracked = outs[2]
+                self._cache.put(self._tracked)
+            self._result = (self._tracked, _collapse(others), loose)
+        return self._result
+
+
+class _IndexCache:
+    """What ``ls-files --cached --ignored`` answered for an index, in ``$XDG_CACHE_HOME/cleanroom``,
+    keyed by the index file's identity (inode, size, mtime in ns: git replaces it by a rename on
+    every write) and the patterns. Matching every index entry against the patterns is git's
+    costliest answer on a big repo (0.16 s for 70,000 entries) and the index seldom changes
+    between two runs. A repo whose index git keeps elsewhere (a worktree, GIT_INDEX_FILE) is not
+    cached."""
+
+    def __init__(self, repo: Path, patterns: Sequence[str]) -> None:
+        import hashlib
+
+        self.key = ""
+        index = repo / ".git" / "index"
+        if "GIT_INDEX_FILE" in os.environ or not (repo / ".git").is_dir():
+            return
+        try:
+            st = index.stat()
+        except OSError:
+            return
+        h = hashlib.sha256(f"{repo.resolve()}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}".encode())
+        h.update("\0".join(patterns).encode("utf-8", "surrogateescape"))
+        self.key = h.hexdigest()
+        self.name = f"index-{hashlib.sha256(str(repo.resolve()).encode()).hexdigest()[:16]}.json"
+
+    def get(self) -> list[str] | None:
+        if not self.key:
+            return None
+        data = read_json(self.name)
+        if not isinstance(data, dict) or data.get("key") != self.key or not isinstance(data.get("tracked"), list):
+            return None
+        return [str(p) for p in data["tracked"]]
+
+    def put(self, tracked: list[str]) -> None:
+        if self.key:
+            write_json(self.name, {"key": self.key, "tracked": tracked})
 
 
 def not_ignored(repo: Path, paths: Sequence[str]) -> list[str]:

@@ -59,6 +59,16 @@ MARKERS: dict[str, tuple[str, ...]] = {
     "node": ("package.json",),
 }
 
+# Besides the artifacts, verify's one walk lists the files it needs to know of by name: ignore
+# files, Dockerfiles, and the files that show a project's kind (MARKERS, but *.py: too many to
+# list; a Python project has a manifest, a package or a .proto).
+IGNORE_NAMES = (".dockerignore", "*.dockerignore", ".gitignore")
+DOCKERFILE_NAMES = ("Dockerfile", "Dockerfile.*", "*.Dockerfile", "*.dockerfile")
+MARKER_NAMES = ("pyproject.toml", "pyproject.*.toml", "setup.py", "setup.cfg", "requirements*.txt",
+                "Pipfile", "poetry.toml", "tox.ini", "*.proto", "__init__.py", "__main__.py",
+                "conftest.py", "manage.py", "package.json")
+LISTED_NAMES = (*IGNORE_NAMES, *DOCKERFILE_NAMES, *MARKER_NAMES)
+
 # What a folder pattern's probe puts inside it: a file that really lands there (a `*.pyc` rule
 # ignores everything a __pycache__ folder ever holds, so its probe is a .pyc, not a .txt).
 INNER_PROBE: dict[str, str] = {"__pycache__/": f"{PROBE}.cpython-311.pyc"}
@@ -159,6 +169,37 @@ def root_of(path: str, specs: Sequence[Spec]) -> tuple[str, str, bool]:
             if _names(spec, parts[:i]):
                 return "/".join(parts[:i]), spec.pattern, is_dir
     return path, "", False
+
+
+def present(paths: Sequence[str], specs: Sequence[Spec], shallow: Sequence[str] = ()) -> set[str]:
+    """The patterns of ``specs`` that name one of ``paths`` or a folder above it (an entry ending
+    in "/" is a folder), or one of ``shallow``: paths git listed at the level the pattern matched
+    (``ls-files --others --directory``), so only their own name counts. Fast for many paths: an
+    unanchored pattern is tried once per distinct name, not once per path."""
+    dirs: set[str] = set()
+    names: set[str] = set()
+    by_first: dict[str, list[str]] = {}
+    for p in paths:
+        parts = p.rstrip("/").split("/")
+        dirs.update(parts[:-1])
+        (dirs if p.endswith("/") else names).add(parts[-1])
+        by_first.setdefault(parts[0], []).append(p)
+    for p in shallow:
+        head, _, last = p.rstrip("/").rpartition("/")
+        (dirs if p.endswith("/") else names).add(last)
+        by_first.setdefault(p.split("/", 1)[0], []).append(p)
+    found: set[str] = set()
+    for spec in specs:
+        if spec.anchored:
+            first = spec.body.split("/", 1)[0]
+            cands = [p for f in fnmatch.filter(by_first, first) for p in by_first[f]]
+            if any(root_of(p + "x" if p.endswith("/") else p, [spec])[1] for p in cands):
+                found.add(spec.pattern)
+            continue
+        pool = dirs if spec.dir_only else dirs | names
+        if fnmatch.filter(pool, spec.body):
+            found.add(spec.pattern)
+    return found
 
 
 def matches(pattern: str, path: str) -> bool:

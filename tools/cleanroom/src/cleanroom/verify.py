@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,19 +30,14 @@ from .dockerfiles import Source
 from .drift import MISSING, find_drift
 from .errors import BadInput
 from .findings import Finding, human_size
-from .gitutil import PolicyFile, artifact_listing, git, index_heads, not_ignored, require_repo, split0
+from .gitutil import Listing, index_heads, not_ignored, require_repo
 from .policy import examples
 
 if TYPE_CHECKING:
     from .context import BuilderModel
     from .dockerignore import Matcher
 
-DOCKERFILE_NAMES = ("Dockerfile", "Dockerfile.*", "*.Dockerfile", "*.dockerfile")
-# Files that show what kind of project a folder holds (policy.MARKERS, but *.py: too many to list;
-# a Python project has a manifest or a .proto).
-MARKER_NAMES = ("pyproject.toml", "pyproject.*.toml", "setup.py", "setup.cfg", "requirements*.txt",
-                "Pipfile", "poetry.toml", "tox.ini", "*.proto", "__init__.py", "__main__.py",
-                "conftest.py", "manage.py", "package.json")
+MARKER_NAMES = policy.MARKER_NAMES
 
 
 def _is_ignore_file(path: str) -> bool:
@@ -127,9 +123,13 @@ class VerifyContext:
     cfg: Config
     out_dir: Path | None = None
     check_generated: bool = False
+    # The git listing, when the caller started it early (see start_listing).
+    listing: Listing | None = None
     notes: list[str] = field(default_factory=list)
     _matchers: dict[tuple[Path | None, str], Matcher] = field(default_factory=dict)
     _skipped: dict[tuple[int, str], bool] = field(default_factory=dict)
+    _docker_gaps: list[DockerGap] | None = None
+    _leaks: dict[tuple[Path, Path | None], list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.cfg = self.cfg.resolved(self.repo)
@@ -159,24 +159,20 @@ class VerifyContext:
         files, Dockerfiles, marker files), from one walk by git with the policy (plus the names of
         ignore files, Dockerfiles and project markers) as the exclude list. Untracked artifact
         folders are one entry ending in "/"."""
-        names = [".dockerignore", "*.dockerignore", ".gitignore", *DOCKERFILE_NAMES, *MARKER_NAMES]
-        with PolicyFile([*self.patterns, *names]) as pf:
-            tracked, others = artifact_listing(self.repo, pf)
-        both = tracked + others
-        ign = sorted(p for p in both if _is_ignore_file(p))
-        gi = sorted(p for p in both if _is_gitignore(p))
-        dfs = sorted(p for p in both if _is_dockerfile(p))
-        marks = sorted(p for p in both if _is_marker(p))
-        specs = self.specs
-
-        def keep(p: str) -> bool:
-            if _is_ignore_file(p) or _is_gitignore(p):
-                return False
-            if (_is_dockerfile(p) or _is_marker(p)) and not policy.root_of(p.rstrip("/"), specs)[1]:
-                return False
-            return True
-
-        return [p for p in tracked if keep(p)], [p for p in others if keep(p)], ign, gi, dfs, marks
+        if self.listing is None:
+            self.listing = start_listing(self.repo, self.cfg)
+        tracked, others, _ = self.listing.result()
+        # The listed names (ignore files, Dockerfiles, markers) among them: never a folder entry.
+        named = {p for p in (*tracked, *others)
+                 if not p.endswith("/") and _LISTED_RE.match(p.rpartition("/")[2])}
+        ign = sorted(p for p in named if _is_ignore_file(p))
+        gi = sorted(p for p in named if _is_gitignore(p))
+        dfs = sorted(p for p in named if _is_dockerfile(p))
+        marks = sorted(p for p in named if _is_marker(p))
+        # a listed name is an artifact only when the policy names it too
+        not_artifact = {p for p in named if not policy.root_of(p, self.specs)[1]}
+        return ([p for p in tracked if p not in not_artifact], [p for p in others if p not in not_artifact],
+                ign, gi, dfs, marks)
 
     @cached_property
     def tracked_artifacts(self) -> list[str]:
@@ -313,12 +309,35 @@ class VerifyContext:
         return ThreadPoolExecutor(max_workers=2, thread_name_prefix="cleanroom-git")
 
     @cached_property
-    def untracked_not_ignored(self) -> Future[list[tuple[str, list[str]]]]:
+    def untracked_not_ignored(self) -> list[tuple[str, list[str]]]:
         """Untracked artifact entries that the repo's ignore rules do not ignore: a file, or a
         folder with the files in it git does not ignore (a __pycache__/ whose files `*.pyc`
-        ignores is fine)."""
-        candidates = [p for p in self.disk_entries if not self.allowed(p.rstrip("/"))]
-        return self._pool.submit(_not_ignored_entries, self.repo, candidates)
+        ignores is fine), from the listing's third answer."""
+        assert self.listing is not None
+        loose = self.listing.result()[2]
+        files = {e for e in self.disk_entries if not e.endswith("/")}
+        folders = {e for e in self.disk_entries if e.endswith("/")}
+        out: dict[str, list[str]] = {}
+        for u in loose:
+            if u in files:
+                out[u] = [u]
+                continue
+            head = u
+            while "/" in head:
+                head = head.rpartition("/")[0]
+                if head + "/" in folders:
+                    out.setdefault(head + "/", []).append(u)
+                    break
+        return sorted((e, fs) for e, fs in out.items() if not self.allowed(e.rstrip("/")))
+
+    @cached_property
+    def tracked_set(self) -> set[str]:
+        return set(self._listing[0])
+
+    @cached_property
+    def present(self) -> set[str]:
+        """The policy patterns some artifact of this checkout (tracked or on disk) matches."""
+        return policy.present(self._listing[0], self.specs, shallow=self._listing[1])
 
     @cached_property
     def relevant_patterns(self) -> list[str]:
@@ -326,7 +345,7 @@ class VerifyContext:
         holds (no JavaScript lockfiles in a Python-only repo), the config's own, and any pattern a
         file of the repo matches."""
         kinds = self.repo_kinds
-        present = {self.pattern_of(p.rstrip("/")) for p in [*self._listing[0], *self._listing[1]]}
+        present = self.present
         return [p for p in self.patterns
                 if policy.KIND.get(p) is None or policy.KIND[p] in kinds or p in present]
 
@@ -348,10 +367,15 @@ class VerifyContext:
     def probes_not_ignored(self) -> Future[list[str]]:
         return self._pool.submit(not_ignored, self.repo, list(self.gitignore_probes))
 
+    def warm(self) -> None:
+        """The Docker side, which needs no answer from git: done while git walks the tree."""
+        for bi in self.build_ignores:
+            self.matcher(bi)
+        self.sources  # noqa: B018
+
     def prefetch(self) -> None:
         """Start the background git questions."""
-        self.untracked_not_ignored  # noqa: B018 (starts it)
-        self.probes_not_ignored  # noqa: B018
+        self.probes_not_ignored  # noqa: B018 (starts it)
 
     @cached_property
     def builder_model(self) -> BuilderModel:
@@ -422,25 +446,12 @@ class VerifyContext:
         return self.sources.get(key) or []
 
 
-def _not_ignored_entries(repo: Path, entries: list[str]) -> list[tuple[str, list[str]]]:
-    """(entry, the files in it git does not ignore) for the untracked artifact entries that git
-    would let be committed; a file entry lists itself."""
-    files = [e for e in entries if not e.endswith("/")]
-    folders = [e for e in entries if e.endswith("/") and not (repo / e / ".git").exists()]
-    out = [(f, [f]) for f in not_ignored(repo, files)]
-    if folders:
-        listed = split0(git(repo, "ls-files", "-z", "--others", "--exclude-standard", "--",
-                            *(f":(literal){d}" for d in folders)))
-        for d in folders:
-            inside = [p for p in listed if p.startswith(d)]
-            if inside:
-                out.append((d, inside))
-    return sorted(out)
+_MARKER_RE = re.compile("|".join(fnmatch.translate(g) for g in MARKER_NAMES))
+_LISTED_RE = re.compile("|".join(fnmatch.translate(g) for g in policy.LISTED_NAMES))
 
 
 def _is_marker(path: str) -> bool:
-    name = path.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatchcase(name, g) for g in MARKER_NAMES)
+    return not path.endswith("/") and _MARKER_RE.match(path.rpartition("/")[2]) is not None
 
 
 def _has_python_file(top: Path, depth: int = 4, budget: int = 5000,
@@ -522,7 +533,7 @@ def rule_tracked_artifact(ctx: VerifyContext) -> Iterator[Finding]:
 
 
 def rule_untracked_artifact(ctx: VerifyContext) -> Iterator[Finding]:
-    for entry, files in ctx.untracked_not_ignored.result():
+    for entry, files in ctx.untracked_not_ignored:
         what = ("a build artifact that git shows as untracked" if not entry.endswith("/") else
                 f"an artifact folder whose files git shows as untracked ({examples(files)})")
         yield Finding(
@@ -588,14 +599,52 @@ def _entries(ctx: VerifyContext) -> list[str]:
 
 
 def _leaks(ctx: VerifyContext, g: IgnoreGroup) -> list[str]:
-    """The repo's artifact files (repo-relative) that some build of ``g`` would send."""
+    """The repo's artifact files (repo-relative) that some build of ``g`` would send, as
+    :func:`docker_gaps` found them (it decides how closely to look)."""
+    docker_gaps(ctx)
+    return ctx._leaks.get((g.context, g.ignore_path), [])
+
+
+def _exceptions(ctx: VerifyContext, g: IgnoreGroup) -> tuple[set[str], bool]:
+    """The ``!`` lines of the group's ignore file(s): (literal paths, whether any has a wildcard)."""
+    literal: set[str] = set()
+    wild = False
+    for bi in g.members:
+        for pat in ctx.matcher(bi).patterns:
+            if not pat.exclusion:
+                continue
+            if any(ch in pat.text for ch in "*?[\\"):
+                wild = True
+            else:
+                literal.add(pat.text.strip("/"))
+    return literal, wild
+
+
+def _compute_leaks(ctx: VerifyContext, g: IgnoreGroup, entries: list[str], everything: bool) -> list[str]:
+    """Which of ``entries`` (repo-relative, inside the context) some build of ``g`` sends.
+
+    Every entry is asked when ``everything``; otherwise (no pattern has a gap, so the ignore file
+    excludes every artifact pattern in general) only entries a ``!`` line could re-include: those
+    at or below a literal ``!`` path. A ``!`` line with a wildcard makes every entry suspect."""
     ctx_rel = ctx.rel(g.context) if g.context != ctx.repo else ""
     prefix = ctx_rel + "/" if ctx_rel else ""
+    literal, wild = _exceptions(ctx, g)
+    if not everything and not wild:
+        import bisect
+
+        chosen: list[str] = []
+        for lit in sorted(literal):
+            full = prefix + lit
+            k = bisect.bisect_left(entries, full)
+            while k < len(entries) and (entries[k].rstrip("/") == full or entries[k].startswith(full + "/")):
+                chosen.append(entries[k])
+                k += 1
+        entries = chosen
     found: set[str] = set()
     for bi in g.members:
         matcher = ctx.matcher(bi)
-        for entry in _entries(ctx):
-            if not entry.startswith(prefix) or ctx.allowed(entry.rstrip("/")):
+        for entry in entries:
+            if ctx.allowed(entry.rstrip("/")):
                 continue
             inner = entry[len(prefix):]
             if entry.endswith("/"):
@@ -611,17 +660,29 @@ def _leaks(ctx: VerifyContext, g: IgnoreGroup) -> list[str]:
 
 
 def docker_gaps(ctx: VerifyContext) -> list[DockerGap]:
-    """Per ignore file (group of builds) and policy pattern, what Docker would send."""
+    """Per ignore file (group of builds) and policy pattern, what Docker would send (computed
+    once per run: two rules read it)."""
+    if ctx._docker_gaps is None:
+        ctx._docker_gaps = _docker_gaps(ctx)
+    return ctx._docker_gaps
+
+
+def _docker_gaps(ctx: VerifyContext) -> list[DockerGap]:
     gaps = []
+    all_entries = _entries(ctx)
     for g in ctx.groups:
         ctx_rel = ctx.rel(g.context) if g.context != ctx.repo else ""
+        prefix = ctx_rel + "/" if ctx_rel else ""
+        entries = [e for e in all_entries if e.startswith(prefix)] if prefix else all_entries
+        in_repo = [spec for spec in ctx.specs if spec.pattern in ctx.present]
+        present = policy.present([e for e in entries if e in ctx.tracked_set], in_repo,
+                                 shallow=[e for e in entries if e not in ctx.tracked_set]) if prefix else ctx.present
         top = sorted(
             e.name for e in os.scandir(g.context)
             if e.is_dir(follow_symlinks=False) and e.name != ".git"
         ) if g.context.is_dir() else []
-        real_all = _leaks(ctx, g)
         kinds = ctx.kinds(g)
-        copied_all = [s for b in g.builds for s in ctx.sources_of(b)]
+        leaked_by: dict[str, list[str]] = {}
         for pat in ctx.patterns:
             spec = policy.parse(pat)
             probes = policy.probes(pat)
@@ -631,11 +692,16 @@ def docker_gaps(ctx: VerifyContext) -> list[DockerGap]:
                     continue
             else:
                 probes += [f"{d}/{probes[0]}" for d in top]
-            real = [p for p in real_all if policy.root_of(p, [spec])[1]]
             kind = policy.KIND.get(pat)
-            if kind is not None and kind not in kinds and not real:
+            if kind is not None and kind not in kinds and pat not in present:
                 continue  # no such project in this context: the artifact cannot arise there
-            leaked = [p for p in probes if any(ctx.sent(ctx.matcher(bi), p) for bi in g.members)]
+            leaked_by[pat] = [p for p in probes if any(ctx.sent(ctx.matcher(bi), p) for bi in g.members)]
+        real_all = _compute_leaks(ctx, g, entries, everything=any(leaked_by.values()))
+        ctx._leaks[(g.context, g.ignore_path)] = real_all
+        copied_all = [s for b in g.builds for s in ctx.sources_of(b)]
+        for pat, leaked in leaked_by.items():
+            spec = policy.parse(pat)
+            real = [p for p in real_all if policy.root_of(p, [spec])[1]]
             if leaked or real:
                 copied = [s for s in copied_all if not s.glob and policy.matches(
                     pat, s.path + "/x" if (g.context / s.path).is_dir() else s.path)]
@@ -934,9 +1000,17 @@ _SKIP_WHY = {
 }
 
 
-def run(repo: Path, cfg: Config, out_dir: Path | None = None, check_generated: bool = False) -> Report:
+def start_listing(repo: Path, cfg: Config) -> Listing:
+    """Start verify's git questions (call it as early as possible: git works while Python does)."""
+    return Listing(repo, [*cfg.artifact_patterns(repo), *policy.LISTED_NAMES])
+
+
+def run(repo: Path, cfg: Config, out_dir: Path | None = None, check_generated: bool = False,
+        listing: Listing | None = None) -> Report:
     require_repo(repo)
-    ctx = VerifyContext(repo=repo, cfg=cfg, out_dir=out_dir, check_generated=check_generated)
+    ctx = VerifyContext(repo=repo, cfg=cfg, out_dir=out_dir, check_generated=check_generated,
+                        listing=listing)
+    ctx.warm()
     ctx.prefetch()
     ctx.undeclared_dockerfiles  # noqa: B018 (its note)
     findings: list[Finding] = []
