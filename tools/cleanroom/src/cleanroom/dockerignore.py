@@ -18,7 +18,8 @@ This is a port of three pieces of Go code, kept as close to their behaviour as P
   ``(.*/)?foo``). The Go (RE2) regexp is then re-expressed as a Python regexp with the same
   meaning (see ``_GoRegex``). Patterns are anchored at the context root; a path is decided by
   the *last* pattern that matches the path itself or any of its parent directories; ``!``
-  patterns re-include.
+  patterns re-include. A path is tried only against the patterns whose literal text it shows
+  (see ``_Index``): a 20,000-line ignore file costs about what a short one does.
 * BuildKit's ``fsutil`` walker (and the docker CLI's ``archive.TarWithOptions``) ->
   :func:`walk_context`: an excluded directory is not descended into when no ``!`` pattern could
   re-include anything below it (:meth:`Matcher.may_prune`); symlinks are reported, never
@@ -49,7 +50,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,6 +256,7 @@ def _glob_syntax_error(p: str) -> str | None:
 # moby's Pattern.compile, and the Go regexp it builds re-expressed for Python's re
 
 _SHOULD_ESCAPE = ".+()|{}$"
+_BAD_REGEXP = "bad pattern"  # how the error for a regexp Go would not compile starts
 
 
 def _moby_compile(pattern: str) -> tuple[str, str]:
@@ -363,8 +366,16 @@ def _negate(ranges: _Ranges) -> _Ranges:
     return out
 
 
+# How a character is written in the Python regexp: ASCII letters, digits, "_" and "/" as
+# themselves, other printable ASCII as "\\" + it (always a literal, in or out of a class),
+# anything else as \UXXXXXXXX. (Python compiles "\U" escapes slowly: a big ignore file has many.)
+_CHAR_RE = {cp: chr(cp) for cp in range(0x21, 0x7F) if chr(cp).isalnum() or chr(cp) in "_/"}
+_CHAR_RE.update({cp: "\\" + chr(cp) for cp in range(0x20, 0x7F) if cp not in _CHAR_RE})
+
+
 def _char(cp: int) -> str:
-    return f"\\U{cp:08x}"
+    got = _CHAR_RE.get(cp)
+    return got if got is not None else f"\\U{cp:08x}"
 
 
 def _class_re(ranges: _Ranges) -> str:
@@ -684,6 +695,7 @@ class Pattern:
     source: str
     _cache: dict[bool, tuple[str | None, str | None]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
+    _facts: dict[bool, _Facts] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def translated(self, legacy: bool = False) -> tuple[str | None, str | None]:
         """(Python regexp, None) for this pattern with moby's (``legacy=False``) or fileutils'
@@ -691,6 +703,14 @@ class Pattern:
         got = self._cache.get(legacy)
         if got is not None:
             return got
+        if legacy and not any(c in self.text for c in "+(){}|"):
+            # Without those (the only characters the two escape differently), fileutils
+            # builds the very regexp moby builds when moby's is a regexp (no exact, prefix or
+            # suffix shortcut): same translation, same errors; and both refuse the same lines.
+            moby = self.translated(False)
+            if moby[0] is None or _moby_compile(self.text)[0] == "regexp":
+                self._cache[legacy] = moby
+                return moby
         regex: str | None = None
         error: str | None = None
         if self.exclusion and self.text == "":
@@ -703,7 +723,7 @@ class Pattern:
                          else _python_regex(*_moby_compile(self.text)))
                 re.compile(regex)
             except (_GoRegexError, re.error) as exc:
-                regex, error = None, f"bad pattern: {exc}"
+                regex, error = None, f"{_BAD_REGEXP}: {exc}"
         self._cache[legacy] = (regex, error)
         return regex, error
 
@@ -795,6 +815,8 @@ def read(path: Path) -> IgnoreFile:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return IgnoreFile(path=None, patterns=(), dead_lines=())
+    except OSError as exc:
+        raise DockerignoreError(f"{path}: cannot read: {exc.strerror or exc}") from None
     parsed = parse(data.decode("utf-8", "surrogateescape"), str(path))
     return IgnoreFile(path=Path(path), patterns=parsed.patterns, dead_lines=parsed.dead_lines)
 
@@ -855,8 +877,9 @@ LEGACY_MATCH = Semantics("legacy-match", "legacy", "moby", "prefix")
 _UNCLEAN = re.compile(r"(?:^|/)\.{0,2}(?:/|$)")
 
 # Per-directory walk state: (index of the deciding pattern for the folder's children before
-# their own name is tried, or -1; MatchesUsingParentResults' per-pattern bits, or None).
-_DirState = tuple[int, "int | None"]
+# their own name is tried, or -1; MatchesUsingParentResults' result: the indexes, ascending, of
+# the patterns recorded as matching the folder, or None at the root).
+_DirState = tuple[int, "tuple[int, ...] | None"]
 _ROOT: _DirState = (-1, None)
 
 
@@ -867,12 +890,270 @@ def _combine(regexes: Sequence[str]) -> re.Pattern[str]:
     return re.compile("|".join(alts), re.ASCII)
 
 
+# --------------------------------------------------------------------------------------------
+# The pattern index: a path is tried only against the patterns that could match it
+#
+# Trying every pattern on every path (or one alternation of them all: Python's re compiles a
+# 20,000-branch alternation in tens of seconds, and tries the branches one by one) makes a big
+# ignore file cost patterns x paths. Instead every pattern is filed under one literal that each
+# path it matches must show, whichever the fewest patterns share:
+#
+#   _EXACT  its whole text (no wildcard: it matches that one path);
+#   _LAST   the text after a literal "/" after its last wildcard (or after a "**/" that is a
+#           whole part): the path's last part ("a/*/b5", "**/b5": the last part is "b5");
+#   _TAIL   else the text after its last wildcard: the end of the last part ("**/*.ext5":
+#           the last part ends with ".ext5");
+#   _HEAD   the text before its first wildcard: the start of the path ("log5?.txt");
+#   _PART   a literal part between two literal "/": a part of the path ("src/*/gen5/*.py").
+#
+# A path looks itself up (its whole text, its last part, the ends of its last part and its own
+# starts: one dict probe per distinct key length, its parts) and tries only the patterns filed
+# there, plus the few with no such literal (escapes, "^", ...), so its cost hardly depends on
+# the number of patterns. The filter is only ever a necessary condition: whether a candidate
+# matches is still decided by its own (moby or fileutils) regexp, so results are unchanged.
+
+# Characters that can make a pattern's regexp more than literal text, "*" and "?": the
+# character classes and escapes moby passes to the regexp, "^" (not escaped by moby), and for
+# fileutils' legacy regexp the operators it does not escape.
+_SPECIAL = {False: re.compile(r"[\[\]\\^]"), True: re.compile(r"[\[\]\\^+(){}|]")}
+_WILD = re.compile(r"[*?\[\]]")
+# The kinds of key, in the order preferred between keys that as many patterns share.
+_EXACT, _LAST, _TAIL, _HEAD, _PART = range(5)
+
+
+def _keyable(text: str, legacy: bool) -> bool:
+    """Does every match of ``text``'s regexp start with the text before its first ``*?[]`` and
+    end with the text after its last one? True unless something can give literal characters
+    another meaning: an escape (``\\Q...``, ``\\b``), ``^`` outside ``[^``, a BOM (the regexp
+    skips it, the literal would not), or (legacy) a regexp operator (``a|b``, ``ab{0}``)."""
+    if text.startswith(_BOM) or "\\" in text:
+        return False
+    if legacy and any(c in text for c in "+(){}|"):
+        return False
+    i = text.find("^")
+    while i >= 0:
+        if i == 0 or text[i - 1] != "[":
+            return False
+        i = text.find("^", i + 1)
+    return True
+
+
+class _Facts:
+    """What matching needs to know about one pattern for one regexp flavour (moby's, or
+    fileutils' with ``legacy``); worked out once per :class:`Pattern` (see :func:`_facts`)."""
+
+    __slots__ = ("pattern", "legacy", "text", "depth", "refused", "error", "exact", "keys", "_rx")
+
+    def __init__(self, p: Pattern, legacy: bool) -> None:
+        t = p.text
+        self.pattern = p
+        self.legacy = legacy
+        self.text = t
+        self.depth = t.count("/") + 1
+        self._rx: re.Pattern[str] | None = None
+        # Only literal text, "*" and "?": nothing patternmatcher.New or the regexp compiler can
+        # refuse, so no need to translate it now (most lines of a big file are like that).
+        plain = t != "" and not t.startswith(_BOM) and _SPECIAL[legacy].search(t) is None
+        # error: why Docker refuses it; refused: patternmatcher.New's own checks fail (not
+        # only the regexp).
+        self.error = None if plain else p.translated(legacy)[1]
+        self.refused = self.error is not None and not self.error.startswith(_BAD_REGEXP)
+        # exact: no wildcard, it matches the one path equal to its text (moby's "exact" kind;
+        # fileutils' "^text$" with only literals in it).
+        self.exact = False
+        # The literals every path it matches shows, as (kind, text): _EXACT (the path is the
+        # text), _LAST (its last part is), _TAIL (its last part ends with it), _HEAD (it starts
+        # with it), _PART (one of its parts is); none: no such literal is known.
+        self.keys: tuple[tuple[int, str], ...] = ()
+        if self.error is None and (plain or _keyable(t, legacy)):
+            m = _WILD.search(t)
+            if m is None:
+                self.exact = True
+                self.keys = ((_EXACT, t),)
+                return
+            keys: list[tuple[int, str]] = []
+            j = max(t.rfind("*"), t.rfind("?"), t.rfind("["), t.rfind("]"))
+            tail = t[j + 1 :]
+            # The tail is literal, each "/" in it too but one right after "**": "**/" is
+            # "(.*/)?", so "**/b" also matches "b", and "x?**/b" "xyb".
+            swallowed = tail.startswith("/") and t[j - 1 : j] == "*"
+            if swallowed:
+                tail = tail[1:]
+            if "/" in tail:
+                keys.append((_LAST, tail[tail.rfind("/") + 1 :]))
+            elif tail:
+                # After a "**" that is a whole part (at the start, or after a "/" no "**/"
+                # swallows), the tail is a whole part too: "a/**/b" ends with the part "b".
+                whole = swallowed and (j < 2 or (t[j - 2] == "/" and t[j - 4 : j - 2] != "**"))
+                keys.append((_LAST if whole else _TAIL, tail))
+            head = t[: m.start()]
+            if head:
+                keys.append((_HEAD, head))
+            if "/" in t and "[" not in t and "]" not in t:  # a class may hold or match "/"
+                keys += ((_PART, part) for part in _literal_parts(t))
+            self.keys = tuple(keys)
+
+    def regex(self) -> str:
+        regex = self.pattern.translated(self.legacy)[0]
+        assert regex is not None
+        return regex
+
+    def matches(self, s: str) -> bool:
+        """Does this pattern's regexp match ``s`` (the path itself, no parents)?"""
+        if self.exact:
+            return s == self.text
+        rx = self._rx
+        if rx is None:
+            rx = self._rx = re.compile(self.regex(), re.ASCII)
+        return rx.match(s) is not None
+
+
+def _literal_parts(text: str) -> tuple[str, ...]:
+    """The parts of wildcard pattern ``text`` (no ``[...]``) that every path it matches has as
+    a whole part: those without ``*`` or ``?``, after the start or a literal ``/``. A ``/``
+    right after ``**`` may be the one ``**/`` swallows (``a**/b`` matches ``ab``), so the part
+    after it does not count. The ``/`` after a part is always literal."""
+    out: dict[str, None] = {}
+    pos = 0
+    for part in text.split("/"):
+        swallowed = pos >= 3 and text[pos - 3 : pos - 1] == "**"
+        if part and "*" not in part and "?" not in part and not swallowed:
+            out[part] = None
+        pos += len(part) + 1
+    return tuple(out)
+
+
+def _facts(p: Pattern, legacy: bool) -> _Facts:
+    got = p._facts.get(legacy)
+    if got is None:
+        got = p._facts[legacy] = _Facts(p, legacy)
+    return got
+
+
+class _Bucket:
+    """The patterns (indexes, ascending) filed under one key. ``certain``: every member
+    matches every path that reaches the bucket (the exact-text buckets)."""
+
+    __slots__ = ("certain", "members", "facts", "rx", "by_depth")
+
+    def __init__(self, certain: bool, facts: list[_Facts]) -> None:
+        self.certain = certain
+        self.members: list[int] = []
+        self.facts = facts
+        self.rx: re.Pattern[str] | None = None  # the members' alternation, when first needed
+        self.by_depth: dict[int, _Bucket] = {}  # the members of N parts, when first needed
+
+    def best(self, s: str, best: int) -> int:
+        """``best``, or the last member matching ``s`` if that comes later."""
+        members = self.members
+        if not members or members[-1] <= best:
+            return best
+        if self.certain:
+            return members[-1]
+        rx = self.rx
+        if rx is None:
+            rx = self.rx = _combine([self.facts[k].regex() for k in members])
+        m = rx.match(s)
+        if m is None or m.lastindex is None:
+            return best
+        k = members[len(members) - m.lastindex]
+        return k if k > best else best
+
+    def best_of_depth(self, s: str, best: int, depth: int) -> int:
+        """:meth:`best` among the members of ``depth`` parts."""
+        sub = self.by_depth.get(depth)
+        if sub is None:
+            sub = self.by_depth[depth] = _Bucket(self.certain, self.facts)
+            sub.members = [k for k in self.members if self.facts[k].depth == depth]
+        return sub.best(s, best)
+
+
+class _Index:
+    """The patterns of one list filed by literal text (see the comment above): O(patterns) to
+    build, and :meth:`buckets` costs one dict probe per distinct key length, whatever the
+    number of patterns. Patterns Docker refuses are not filed."""
+
+    def __init__(self, patterns: Sequence[Pattern], legacy: bool) -> None:
+        self.facts = facts = [_facts(p, legacy) for p in patterns]
+        self.exact: dict[str, _Bucket] = {}
+        self.lasts: dict[str, _Bucket] = {}
+        self.tails: dict[str, _Bucket] = {}
+        self.heads: dict[str, _Bucket] = {}
+        self.parts: dict[str, _Bucket] = {}
+        self.always = _Bucket(False, facts)
+        tables = (self.exact, self.lasts, self.tails, self.heads, self.parts)
+        # How many patterns each key would take (were each filed under all of its keys).
+        shared = Counter(key for f in facts if f.error is None for key in f.keys)
+        for k, f in enumerate(facts):
+            keys = f.keys
+            if f.error is not None:
+                continue
+            if not keys:
+                self.always.members.append(k)
+                continue
+            # The key the fewest patterns share (fewest to try), the longest on a tie.
+            key = keys[0] if len(keys) == 1 else min(
+                keys, key=lambda kk: (shared[kk], -len(kk[1]), kk[0]))
+            table = tables[key[0]]
+            bucket = table.get(key[1])
+            if bucket is None:
+                bucket = table[key[1]] = _Bucket(key[0] == _EXACT, facts)
+            bucket.members.append(k)
+        self.tail_lens = sorted({len(t) for t in self.tails})
+        self.head_lens = sorted({len(h) for h in self.heads})
+
+    def buckets(self, s: str) -> list[_Bucket]:
+        """The buckets holding every pattern that could match ``s`` (as a whole)."""
+        out: list[_Bucket] = []
+        cut = s.rfind("/") + 1
+        last = s[cut:]
+        for table, key in ((self.exact, s), (self.lasts, last)):
+            got = table.get(key)
+            if got is not None:
+                out.append(got)
+        n = len(s)
+        for size in self.tail_lens:  # a tail holds no "/": it ends the last part
+            if size > n - cut:
+                break
+            got = self.tails.get(s[n - size :])
+            if got is not None:
+                out.append(got)
+        for size in self.head_lens:
+            if size > n:
+                break
+            got = self.heads.get(s[:size])
+            if got is not None:
+                out.append(got)
+        if self.parts:
+            for part in s.split("/"):
+                got = self.parts.get(part)
+                if got is not None and got not in out:  # ("a/a": the same bucket once)
+                    out.append(got)
+        if self.always.members:
+            out.append(self.always)
+        return out
+
+    def candidates(self, s: str, depth: int | None = None) -> set[int]:
+        """The patterns (of ``depth`` parts, when given) that could match ``s``."""
+        out: set[int] = set()
+        facts = self.facts
+        for b in self.buckets(s):
+            if depth is None:
+                out.update(b.members)
+            else:
+                out.update(k for k in b.members if facts[k].depth == depth)
+        return out
+
+
 class Matcher:
     """moby's PatternMatcher, with the :class:`Semantics` of one builder (default
     ``MatchesOrParentMatches``).
 
     Raises :class:`DockerignoreError` where ``patternmatcher.New`` would fail (a lone ``!``, a
     malformed ``[...]``, a trailing ``\\``) or the pattern's regexp would not compile.
+
+    Built in time linear in the number of patterns; a path costs about the same whatever their
+    number (see :class:`_Index`).
     """
 
     _CACHE_LIMIT = 1 << 20
@@ -880,165 +1161,116 @@ class Matcher:
     def __init__(self, patterns: Sequence[Pattern], semantics: Semantics = PARENTS) -> None:
         self.patterns: tuple[Pattern, ...] = tuple(patterns)
         self.semantics = semantics
-        legacy_re = semantics.regex == "legacy"
-        regexes: list[str] = []
-        for p in self.patterns:
-            regex, error = p.translated(legacy_re)
-            if error is not None or regex is None:
-                raise DockerignoreError(f"{p.source}:{p.line}: {error}", f"pattern: {str(p)!r}")
-            regexes.append(regex)
-        self._regexes = regexes
+        index = _Index(self.patterns, semantics.regex == "legacy")
+        for p, f in zip(self.patterns, index.facts, strict=True):
+            if f.error is not None:
+                raise DockerignoreError(f"{p.source}:{p.line}: {f.error}", f"pattern: {str(p)!r}")
+        self._index = index
+        self._facts = index.facts
         self.has_exclusions = any(p.exclusion for p in self.patterns)
         self._wildcard_exceptions = any(
             p.exclusion and _contains_wildcards(p.text) for p in self.patterns
         )
-        self._exception_prefixes = tuple(p.text + "/" for p in self.patterns if p.exclusion)
-        n = len(self.patterns)
-        self._combined: re.Pattern[str] | None = _combine(regexes) if n else None
-        self._singles: list[re.Pattern[str]] | None = None
-        # A pattern without "**", "[" or "\\" (legacy: nor regexp operators) matches only paths
-        # of exactly its number of parts: per path depth, one alternation of the rest.
-        crossing = "[\\" + ("+(){}|^" if legacy_re else "")
-
-        def crosses(t: str) -> bool:
-            return "**" in t or any(c in t for c in crossing)
-
-        # "**/NAME" (NAME one part that cannot match "/") tests only the last part of a path:
-        # those are tried on the base name, in one alternation of their own.
-        self._base_idx: list[int] = []
-        base_res: list[str] = []
-        for k, p in enumerate(self.patterns):
-            rest = p.text[3:]
-            if p.text.startswith("**/") and rest and "/" not in rest and not crosses(rest):
-                base = (_legacy_python_regex(rest) if legacy_re
-                        else _python_regex(*_moby_compile(rest)))
-                self._base_idx.append(k)
-                base_res.append(base)
-        self._base_rx = _combine(base_res) if base_res else None
-        based = set(self._base_idx)
-        self._fixed_depth: list[int] = [
-            -2 if k in based else (-1 if crosses(p.text) else p.depth)
-            for k, p in enumerate(self.patterns)
-        ]
-        self._per_depth: dict[int, tuple[re.Pattern[str], list[int]] | None] = {}
-        self._by_subset: dict[tuple[int, ...], tuple[re.Pattern[str], list[int]] | None] = {}
-        # legacy: patterns grouped by their number of parts, each group one alternation.
-        self._by_depth: list[tuple[int, re.Pattern[str], list[int]]] = []
-        if semantics.match == "legacy":
-            depths = sorted({p.depth for p in self.patterns})
-            for d in depths:
-                idx = [k for k, p in enumerate(self.patterns) if p.depth == d]
-                self._by_depth.append((d, _combine([regexes[k] for k in idx]), idx))
+        # The folders a "!" pattern names or names something below: the prefix pruning rule's
+        # "some '!' pattern's text + '/' starts with the folder + '/'", as one set lookup.
+        self._exception_dirs: frozenset[str] = frozenset(
+            d for p in self.patterns if p.exclusion for d in _slash_prefixes(p.text))
+        # legacy: the pattern lengths (in parts) there are, ascending.
+        self._depths = sorted({f.depth for f in self._facts})
         self._prefix_cache: dict[str, int] = {}
         self._state_cache: dict[str, _DirState] = {}
-        self._fast: Callable[[str], int] | None = None
 
     # -- one path, its own name only
 
-    def _depth_regex(self, depth: int) -> tuple[re.Pattern[str], list[int]] | None:
-        idx = [k for k, d in enumerate(self._fixed_depth) if d == -1 or d == depth]
-        key = tuple(idx)
-        if key not in self._by_subset:
-            self._by_subset[key] = (_combine([self._regexes[k] for k in idx]), idx) if idx else None
-        got = self._per_depth[depth] = self._by_subset[key]
-        return got
-
-    def _fast_self_best(self) -> Callable[[str], int]:
-        """:meth:`_self_best` as a closure over its tables (the walk's hot path)."""
-        base_match = self._base_rx.match if self._base_rx is not None else None
-        base_idx = self._base_idx
-        nbase = len(base_idx)
-        per_depth = self._per_depth
-        depth_regex = self._depth_regex
-        slow = self._self_best
-
-        def self_best(path: str) -> int:
-            if "\n" in path:
-                return slow(path)
-            best = -1
-            if base_match is not None:
-                m = base_match(path[path.rfind("/") + 1 :])
-                if m is not None:
-                    best = base_idx[nbase - m.lastindex]  # type: ignore[operator]
-            depth = path.count("/") + 1
-            got = per_depth[depth] if depth in per_depth else depth_regex(depth)
-            if got is not None:
-                m = got[0].match(path)
-                if m is not None:
-                    k = got[1][len(got[1]) - m.lastindex]  # type: ignore[operator]
-                    if k > best:
-                        best = k
-            return best
-
-        return self_best
-
     def _self_best(self, path: str) -> int:
-        """Index of the last pattern matching ``path`` itself (-1: none)."""
-        if "\n" in path:  # Go's "." stops at a newline: no shortcuts
-            if self._combined is None:
-                return -1
-            m = self._combined.match(path)
-            return -1 if m is None or m.lastindex is None else len(self.patterns) - m.lastindex
+        """Index of the last pattern matching ``path`` itself (-1: none). The walk's hot path:
+        :meth:`_Index.buckets` written out."""
+        index = self._index
         best = -1
-        if self._base_rx is not None:
-            m = self._base_rx.match(path.rpartition("/")[2])
-            if m is not None and m.lastindex is not None:
-                best = self._base_idx[len(self._base_idx) - m.lastindex]
-        depth = path.count("/") + 1
-        try:
-            got = self._per_depth[depth]
-        except KeyError:
-            got = self._depth_regex(depth)
-        if got is not None:
-            rx, idx = got
-            m = rx.match(path)
-            if m is not None and m.lastindex is not None:
-                k = idx[len(idx) - m.lastindex]
-                if k > best:
-                    best = k
-        return best
+        b = index.exact.get(path)
+        if b is not None:
+            best = b.members[-1]
+        cut = path.rfind("/") + 1
+        b = index.lasts.get(path[cut:])
+        if b is not None:
+            best = b.best(path, best)
+        n = len(path)
+        tails = index.tails
+        for size in index.tail_lens:
+            if size > n - cut:
+                break
+            b = tails.get(path[n - size :])
+            if b is not None:
+                best = b.best(path, best)
+        heads = index.heads
+        for size in index.head_lens:
+            if size > n:
+                break
+            b = heads.get(path[:size])
+            if b is not None:
+                best = b.best(path, best)
+        parts = index.parts
+        if parts:
+            for part in path.split("/"):
+                b = parts.get(part)
+                if b is not None:
+                    best = b.best(path, best)
+        return index.always.best(path, best)
 
-    def _single(self, k: int, path: str) -> bool:
-        if self._singles is None:
-            self._singles = [re.compile(r, re.ASCII) for r in self._regexes]
-        return self._singles[k].match(path) is not None
+    def _self_best_of_depth(self, path: str, depth: int) -> int:
+        """Index of the last pattern of ``depth`` parts matching ``path`` itself (-1: none)."""
+        best = -1
+        for b in self._index.buckets(path):
+            best = b.best_of_depth(path, best, depth)
+        return best
 
     # -- folder state, as a walk carries it from parent to child
 
-    def _mupr(self, path: str, parent_info: int | None) -> int:
-        """``MatchesUsingParentResults``: the per-pattern match bits recorded for ``path``."""
+    def _mupr(self, path: str, parent_info: tuple[int, ...] | None) -> tuple[int, ...]:
+        """``MatchesUsingParentResults``: the patterns recorded as matching ``path``.
+
+        Go runs through every pattern; only those the parent recorded and those that could
+        match ``path`` (or, with no parent result, one of its parents) can be recorded, so
+        only those are visited, in the same order: the others leave the state unchanged."""
+        index = self._index
+        inherited = frozenset(parent_info or ())
+        todo = index.candidates(path) | inherited
+        prefixes: list[str] = []
+        if parent_info is None:
+            parent = _go_dir(path)
+            if parent != ".":
+                parts = parent.split("/")
+                prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+                for pre in prefixes:
+                    todo |= index.candidates(pre)
+        facts = self._facts
         matched = False
-        info = 0
-        for k, p in enumerate(self.patterns):
-            match = parent_info is not None and bool(parent_info >> k & 1)
+        info: list[int] = []
+        for k in sorted(todo):
+            exclusion = self.patterns[k].exclusion
+            match = k in inherited
             if not match:
-                if p.exclusion != matched:
+                if exclusion != matched:
                     continue  # cannot change the result; recorded as "no match"
-                match = self._single(k, path)
-                if not match and parent_info is None:
-                    parent = _go_dir(path)
-                    if parent != ".":
-                        parts = parent.split("/")
-                        match = any(self._single(k, "/".join(parts[: i + 1]))
-                                    for i in range(len(parts)))
+                f = facts[k]
+                match = f.matches(path) or any(f.matches(pre) for pre in prefixes)
             if match:
-                info |= 1 << k
-                matched = not p.exclusion
-        return info
+                info.append(k)
+                matched = not exclusion
+        return tuple(info)
 
     def _legacy_base(self, d: str) -> int:
         """fileutils ``Matches``: the last pattern of N parts matching the first N parts of
         folder ``d`` (the parent check every child of ``d`` gets)."""
         best = -1
         parts = d.split("/")
-        for depth, rx, idx in self._by_depth:
+        for depth in self._depths:
             if depth > len(parts):
                 break
             prefix = "/".join(parts[:depth])
             got = self._prefix_cache.get(prefix)
             if got is None:
-                m = rx.match(prefix)
-                got = -1 if m is None or m.lastindex is None else idx[len(idx) - m.lastindex]
+                got = self._self_best_of_depth(prefix, depth)
                 if len(self._prefix_cache) >= self._CACHE_LIMIT:
                     self._prefix_cache.clear()
                 self._prefix_cache[prefix] = got
@@ -1053,10 +1285,10 @@ class Matcher:
             return (max(parent[0], self_best), None)
         if mode == "legacy":
             return (self._legacy_base(d), None)
-        if self_best < 0:  # no pattern matches d itself: it inherits its parent's bits
-            return (parent[0], parent[1] or 0)
+        if self_best < 0:  # no pattern matches d itself: it inherits its parent's results
+            return (parent[0], parent[1] or ())
         info = self._mupr(d, parent[1])
-        return (info.bit_length() - 1, info)
+        return (info[-1] if info else -1, info)
 
     def _state(self, d: str) -> _DirState:
         cached = self._state_cache.get(d)
@@ -1077,10 +1309,7 @@ class Matcher:
         else:
             parent = _go_dir(relpath)
         up = -1 if parent == "." else self._state(parent)[0]
-        fast = self._fast
-        if fast is None:
-            fast = self._fast = self._fast_self_best()
-        own = fast(relpath)
+        own = self._self_best(relpath)
         return own if own > up else up
 
     # -- the API
@@ -1104,8 +1333,7 @@ class Matcher:
             return True
         if rule == "wildcards" and self._wildcard_exceptions:
             return False
-        dir_slash = reldir + "/"
-        return not any(p.startswith(dir_slash) for p in self._exception_prefixes)
+        return reldir not in self._exception_dirs
 
     def may_prune(self, reldir: str, *, classic: bool = False) -> bool:
         """True if directory ``reldir`` is excluded and the walk skips its contents.
@@ -1129,6 +1357,35 @@ class Matcher:
         return None
 
 
+def _slash_prefixes(text: str) -> Iterator[str]:
+    """Every ``d`` for which ``text + "/"`` starts with ``d + "/"``: ``text`` itself and its
+    parts up to each ``/`` in it."""
+    yield text
+    i = text.find("/")
+    while i >= 0:
+        yield text[:i]
+        i = text.find("/", i + 1)
+
+
+# check_file is asked about a few files in a row with the same patterns (the classic builder's
+# Dockerfile and .dockerignore, for the CLI and for the daemon): the indexes of the last few
+# tuples of patterns seen are kept. Keyed by identity, and each tuple is held, so its id cannot
+# be reused by another; a list (which could change) is indexed afresh each time.
+_recent_indexes: list[tuple[tuple[Pattern, ...], bool, _Index]] = []
+
+
+def _index_for(patterns: Sequence[Pattern], legacy: bool) -> _Index:
+    if not isinstance(patterns, tuple):
+        return _Index(patterns, legacy)
+    for held, flavour, index in _recent_indexes:
+        if held is patterns and flavour == legacy:
+            return index
+    index = _Index(patterns, legacy)
+    _recent_indexes.insert(0, (patterns, legacy, index))
+    del _recent_indexes[4:]
+    return index
+
+
 def check_file(patterns: Sequence[Pattern], path: str, semantics: Semantics) -> Pattern | None:
     """One path checked the way callers that ignore the error do it (the classic CLI's
     ``TrimBuildFilesFromExcludes``, the daemon's removal of an excluded Dockerfile and
@@ -1136,27 +1393,36 @@ def check_file(patterns: Sequence[Pattern], path: str, semantics: Semantics) -> 
     or when Go's check fails: a pattern ``patternmatcher.New`` refuses fails it outright; a
     regexp that does not compile fails it when evaluation reaches that pattern (moby's regexps
     skip patterns that cannot change the result; fileutils' evaluates every one)."""
-    for p in patterns:
-        if (p.exclusion and p.text == "") or _glob_syntax_error(p.text) is not None:
-            return None
     legacy_re = semantics.regex == "legacy"
+    index = _index_for(patterns, legacy_re)
+    facts = index.facts
+    if any(f.refused for f in facts):
+        return None
     skip = not legacy_re
     parent = _go_dir(path)
     parts = [] if parent == "." else parent.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    # Go runs through every pattern; a pattern that cannot match the path or the parents it is
+    # tried on leaves the result unchanged, so only those that could, and those whose regexp
+    # fails, are visited (in the same order).
+    todo = index.candidates(path)
+    for i, pre in enumerate(prefixes):
+        todo |= index.candidates(pre, i + 1 if semantics.match == "legacy" else None)
+    todo.update(k for k, f in enumerate(facts) if f.error is not None)
     matched: Pattern | None = None
-    for p in patterns:
+    for k in sorted(todo):
+        p = patterns[k]
         if skip and p.exclusion != (matched is not None):
             continue
-        regex = p.translated(legacy_re)[0]
-        if regex is None:
+        f = facts[k]
+        if f.error is not None:
             return None
-        rx = re.compile(regex, re.ASCII)
-        hit = rx.match(path) is not None
+        hit = f.matches(path)
         if not hit and parts:
             if semantics.match == "legacy":
-                hit = p.depth <= len(parts) and rx.match("/".join(parts[: p.depth])) is not None
+                hit = f.depth <= len(parts) and f.matches(prefixes[f.depth - 1])
             else:
-                hit = any(rx.match("/".join(parts[: i + 1])) for i in range(len(parts)))
+                hit = any(f.matches(pre) for pre in prefixes)
         if hit:
             matched = None if p.exclusion else p
     return matched
@@ -1201,7 +1467,7 @@ def walk_entries(
             keep_dirs.add(head)
     patterns = matcher.patterns
     rule = "prefix" if classic else matcher.semantics.prune
-    self_best = matcher._fast_self_best()
+    self_best = matcher._self_best
     enter = matcher._enter
     prunable = matcher._prunable
     yield_pending = dirs and not classic
