@@ -179,6 +179,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tup
         dfs[case.name] = materialise(case, ctx, outside)
         services[case.name] = {"build": {"context": f"../cases/c{i:02d}", "dockerfile": case.dockerfile}}
     (repo / "docker" / "docker-compose.yml").write_text(json.dumps({"services": services}))
+    (repo / "cleanroom.toml").write_text('[docker]\ncompose = "docker/docker-compose.yml"\n')
     git(repo, "init", "-q", "-b", "main")
     jobs = {}
     with ThreadPoolExecutor(WORKERS) as pool:
@@ -376,6 +377,10 @@ def test_verify_engine_awkward_names(tmp_path: Path) -> None:
     (repo / "docker" / "docker-compose.yml").write_text(
         "services:\n  app:\n    build:\n      context: ..\n      dockerfile: docker/Dockerfile\n")
     (repo / "docker" / "Dockerfile").write_text("FROM scratch\nCOPY . /ctx/\n")
+    (repo / "cleanroom.toml").write_text((repo / "cleanroom.toml").read_text()
+                                         + '\n[docker]\ncompose = "docker/docker-compose.yml"\n'
+                                         if "[docker]" not in (repo / "cleanroom.toml").read_text()
+                                         else (repo / "cleanroom.toml").read_text())
     for f in [*AWKWARD, "dir with space/ünï/m.py", "[x]/y?.txt", "*/lit", "新しい/ファイル.txt",
               "tab\tdir/f", " lead", "trail ", "-dash", "emoji-\U0001f600.txt"]:
         p = repo / f

@@ -167,7 +167,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(legacy: Path) -> None:
     assert r.rc == 0, r.text
     assert state(legacy) == before
     out = r.out
-    for step in ("1. ignore rules", "2. Dockerfiles", "3. imports", "4. untrack"):
+    for step in ("1. ignore rules", "2. images that run Python", "3. references", "4. untrack", "5. proof"):
         assert step in out
     assert "src/pkg/proto/common_pb2.py" in out
     assert "untrack src/pkg/proto/ledger_pb2_grpc.py" in out
@@ -179,8 +179,9 @@ def test_dry_run_prints_the_plan_and_changes_nothing(legacy: Path) -> None:
     # the Dockerfile does not generate the code: the exact line to add, and where
     assert 'RUN cleanroom proto --out /opt --pth && python -c "import pkg_proto"' in out
     assert "after line 4 (`RUN pip install -e tools/cleanroom`)" in out
-    # files inside the legacy module are reported, not rewritten
-    assert "src/pkg/proto/__init__.py:2: reported, not rewritten" in out
+    # files inside the legacy module (a facade) are rewritten too, and stay
+    assert "src/pkg/proto/__init__.py: would rewrite 1 import(s) (a facade: it stays" in out
+    assert "+from pkg_proto import common_pb2  # re-exported for old callers" in out
     assert "dry run" in out
 
 
@@ -219,8 +220,9 @@ def test_apply_migrates(legacy: Path) -> None:
     assert "from pkg_proto import ledger_pb2  # relative, from inside pkg" in extra
     assert "import pkg_proto.common_pb2\n" in extra
     assert "pkg_proto.common_pb2.Money(units=1)" in extra
-    # the legacy module's own files are untouched
-    assert (legacy / "src/pkg/proto/__init__.py").read_text() == LEGACY_INIT
+    # the legacy module's facade stays, importing from the package
+    assert (legacy / "src/pkg/proto/__init__.py").read_text() == LEGACY_INIT.replace(
+        "from pkg.proto import common_pb2", "from pkg_proto import common_pb2")
     # verify: no protobuf tracked-artifact, gitignore-gap or dockerignore-gap
     assert proto_findings(legacy) == []
 
@@ -317,12 +319,14 @@ def test_dockerfile_without_copy_of_sources(legacy: Path) -> None:
     assert "after line 2" in r.out
 
 
-def test_legacy_module_required_when_generated_code_is_tracked(legacy: Path) -> None:
+def test_legacy_module_found_when_not_configured(legacy: Path) -> None:
     (legacy / "cleanroom.toml").write_text(CONFIG.replace('legacy_module = "pkg.proto"\n', ""))
     git(legacy, "commit", "-q", "-am", "config")
     before = state(legacy)
-    r = cli("migrate-proto", "--apply", cwd=legacy)
-    assert r.rc == 2 and "legacy_module" in r.err and "src/pkg/proto" in r.err
+    r = cli("migrate-proto", cwd=legacy)
+    assert r.rc == 0, r.text
+    assert "found (not configured): [proto] legacy_module = 'pkg.proto'" in r.out
+    assert "would untrack src/pkg/proto/common_pb2.py" in r.out
     assert state(legacy) == before
 
 
@@ -335,7 +339,7 @@ def test_bad_legacy_module_is_bad_input(legacy: Path) -> None:
 def test_already_migrated_workspace_has_nothing_to_do() -> None:
     r = cli("migrate-proto", cwd=ROOT)
     assert r.rc == 0, r.text
-    assert "4. untrack" in r.out and "nothing to do: git tracks no generated protobuf code" in r.out
+    assert "nothing to change: git tracks no generated protobuf code" in r.out
 
 
 # ------------------------------------------------------------------- the rewriter, in-process

@@ -17,26 +17,35 @@ if TYPE_CHECKING:
     from .dockerfiles import Source
     from .verify import IgnoreGroup, VerifyContext
 
-BEGIN = "# >>> cleanroom managed block: build artifacts (added by `cleanroom verify --fix`) >>>"
+BEGIN_PREFIX = "# >>> cleanroom managed block: build artifacts"
 END = "# <<< cleanroom managed block <<<"
+
+
+def begin(by: str = "cleanroom verify --fix") -> str:
+    return f"{BEGIN_PREFIX} (added by `{by}`) >>>"
+
+
+BEGIN = begin()
 
 
 def _split(text: str) -> tuple[str, list[str], str]:
     """(before, block rule lines with comments, after) of an ignore file's text."""
     lines = text.splitlines()
     try:
-        b = lines.index(BEGIN)
+        b = next(i for i, ln in enumerate(lines) if ln.startswith(BEGIN_PREFIX))
         e = lines.index(END, b)
-    except ValueError:
+    except (StopIteration, ValueError):
         return text, [], ""
     before = "\n".join(lines[:b])
     after = "\n".join(lines[e + 1 :])
     return before, lines[b + 1 : e], after
 
 
-def with_rules(text: str, rules: Sequence[tuple[str, str]]) -> str:
-    """``text`` with ``rules`` ((line, why) pairs) added to its managed block, if not there."""
+def with_rules(text: str, rules: Sequence[tuple[str, str]], by: str = "cleanroom verify --fix") -> str:
+    """``text`` with ``rules`` ((line, why) pairs) added to its managed block, if not there (a
+    new block says which command added it)."""
     before, block, after = _split(text)
+    head = next((ln for ln in text.splitlines() if ln.startswith(BEGIN_PREFIX)), begin(by))
     present = {ln for ln in block if ln and not ln.startswith("#")}
     for line, reason in rules:
         if line not in present:
@@ -45,10 +54,24 @@ def with_rules(text: str, rules: Sequence[tuple[str, str]]) -> str:
     parts = []
     if before.strip():
         parts.append(before.rstrip("\n") + "\n\n")
-    parts.append("\n".join([BEGIN, *block, END]) + "\n")
+    parts.append("\n".join([head, *block, END]) + "\n")
     if after.strip():
         parts.append(after.lstrip("\n") if after.endswith("\n") else after.lstrip("\n") + "\n")
     return "".join(parts)
+
+
+def read_ignore_text(path: Path) -> str:
+    """An ignore file's text, to add rules to ("" when absent); one that cannot be read as UTF-8
+    text is refused (exit 2) rather than rewritten."""
+    from .errors import BadInput
+
+    try:
+        return path.read_text(encoding="utf-8") if path.exists() else ""
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start}): rules cannot be added "
+                       "to it safely; fix its encoding") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def fix_plan(gitignore_gaps: Sequence[tuple[Path, str]], docker_gaps: Sequence[tuple[Path, str]]) -> Plan:
@@ -60,7 +83,7 @@ def fix_plan(gitignore_gaps: Sequence[tuple[Path, str]], docker_gaps: Sequence[t
         per_file.setdefault(path, []).append((policy.docker_rule(pat), f"{pat}: {policy.why(pat)}"))
     plan: Plan = []
     for path, rules in per_file.items():
-        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        old = read_ignore_text(path)
         new = with_rules(old, rules)
         if new != old:
             plan.append(WriteFile(path, new, f"add {len(rules)} rule(s) to the managed block"))

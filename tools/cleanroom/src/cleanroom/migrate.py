@@ -3,16 +3,31 @@
 The doctrine's "Protobuf Migration Status" lists four manual steps; this module makes them one
 plan, shown first (dry run) and carried out with ``--apply``:
 
-1. ignore rules for ``*_pb2.py``, ``*_pb2.pyi`` and ``*_pb2_grpc.py`` in ``.gitignore`` and in the
-   ``.dockerignore`` every build reads (the managed block of ``verify --fix``, :mod:`cleanroom.fix`);
-2. a check that the Dockerfiles generate the code into ``[proto] out`` (the engine's proto step),
-   naming the exact lines to add where they do not (reported: Dockerfiles are never edited);
-3. the Python imports of the old generated modules (``[proto] legacy_module``, e.g. ``pkg.proto``)
-   rewritten to the generated package (``[proto] package``) in every tracked ``.py``/``.pyi`` file,
-   with libcst (formatting and comments kept); files inside the legacy module are reported only;
-4. the generated files untracked (``git rm --cached``: they stay on disk).
+1. ignore rules for the generated files in ``.gitignore`` and in the ``.dockerignore`` every build
+   reads (a managed block, marked as added by migrate-proto);
+2. a check that each image that runs Python generates the code into ``[proto] out`` (the engine's
+   proto step), with the exact lines to add where one does not (Dockerfiles are never edited);
+3. the Python sources rewritten from the legacy module (``[proto] legacy_module``, e.g.
+   ``pkg.grpc``) to the generated package (``[proto] package``) by :mod:`cleanroom.pyrewrite`:
+   imports of every form, facades (kept, so ``import pkg.grpc as rpc`` still works) and dotted
+   paths in strings (``mock.patch("pkg.grpc.x_pb2.Msg")``);
+4. the generated files untracked (``git rm --cached``: they stay on disk) -- only those a
+   ``.proto`` under ``[proto] sources`` regenerates; an orphan stays tracked, with its fix.
 
-Every step is idempotent: a second ``--apply`` finds nothing to do.
+Before anything is called migrated the plan is *proven*: the package is generated into a
+temporary folder, and every module the plan touches is imported in a subprocess, once from the
+repo as it is and once from a shadow copy as the plan leaves it (the untracked files absent):
+proven, not proven (it did not import before either, e.g. a missing dependency) or failed.
+``--apply`` refuses (exit 1, nothing changed) when one failed.
+
+``--apply`` is interruptible: every new file is written beside its target first, under a journal
+in the git folder; then the files are swapped in and the index changed last, with SIGINT and
+SIGTERM held off. A run killed before the swap leaves the tree as it was (the next run removes
+the leftovers); one killed during it is finished by the next run. Each says which.
+
+Nothing needs a cleanroom.toml: the legacy module is the package holding the tracked generated
+files, the sources the folder the tracked ``.proto`` files import from, and the package's name
+``<legacy top package>_proto``; the report says what it found.
 """
 
 from __future__ import annotations
@@ -23,29 +38,33 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Sequence
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import libcst as cst
-from libcst.helpers import get_full_name_for_node
-from libcst.metadata import MetadataWrapper, PositionProvider
 
-from . import policy
-from .builds import Build, interpolate
-from .config import Config
-from .errors import BadInput
-from .fix import with_rules
+from . import dockerfiles, policy
+from .builds import Build
+from .compose import interpolate
+from .config import Config, derive_package
+from .errors import BadInput, StepFailed
+from .fix import read_ignore_text, with_rules
 from .gitutil import git, require_repo, split0
-from .plan import Plan, Run, WriteFile, execute
+from .pyrewrite import ModuleMap, candidate_rx, find_legacy_dir, module_of, rewrite_source
 from .verify import VerifyContext, docker_gaps, gitignore_gaps
 from .workspace import Workspace
 
 PROTO_PATTERNS: tuple[str, ...] = ("*_pb2.py", "*_pb2.pyi", "*_pb2_grpc.py", "*_pb2_grpc.pyi")
-_GENERATED = re.compile(r"^[A-Za-z_]\w*_pb2(_grpc)?$")
-_GENERATED_FILE = re.compile(r"_pb2(_grpc)?\.pyi?$")
 _SERVICE = re.compile(r"^\s*service\s+\w+", re.M)
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_IMPORT = re.compile(r'^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"\s*;', re.M)
+JOURNAL = "cleanroom-migrate-proto.json"
+BY = "cleanroom migrate-proto"
 
 
 # ------------------------------------------------------------------------------ results
@@ -61,7 +80,7 @@ class IgnoreChange:
 
 @dataclass(frozen=True)
 class DockerfileCheck:
-    """Whether one Dockerfile runs the proto step into ``[proto] out``; what to add if not."""
+    """Whether one Dockerfile generates the code its image needs; what to add if not."""
 
     path: str  # repo-relative
     builds: tuple[str, ...]
@@ -72,7 +91,7 @@ class DockerfileCheck:
 
 @dataclass(frozen=True)
 class Note:
-    """An import the migration does not rewrite, with where it is and why."""
+    """Something the migration does not do itself, with where it is and why."""
 
     path: str
     line: int
@@ -83,101 +102,148 @@ class Note:
 @dataclass(frozen=True)
 class Rewrite:
     path: str  # repo-relative
-    old: str
-    new: str
-    imports: int
-    uses: int  # attribute uses rewritten (``pkg.proto.x_pb2.Msg``)
+    old: bytes
+    new: bytes
+    what: str
+    facade: bool
 
-    @property
-    def what(self) -> str:
-        return f"{self.imports} import(s)" + (f" and {self.uses} use(s)" if self.uses else "")
+
+@dataclass(frozen=True)
+class Proof:
+    module: str
+    status: str  # "proven", "not proven", "failed"
+    why: str = ""
 
 
 @dataclass
 class Migration:
     repo: Path
     cfg: Config
+    legacy: str
     legacy_dir: str | None
+    found: list[str] = field(default_factory=list)  # what was detected, not configured
     ignore: list[IgnoreChange] = field(default_factory=list)
     dockerfiles: list[DockerfileCheck] = field(default_factory=list)
     rewrites: list[Rewrite] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
     unparsed: list[tuple[str, str]] = field(default_factory=list)
     untrack: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)  # generated, but no .proto regenerates them
+    outside: list[str] = field(default_factory=list)  # generated, outside the legacy module
+    proof: list[Proof] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # files that refer to the legacy module, changed or not (they depend on its facade): proven
+    users: list[str] = field(default_factory=list)
+    # the settings found (not configured), recorded in cleanroom.toml: `cleanroom proto` in a fresh
+    # checkout must make the same package from the same sources
+    settings: IgnoreChange | None = None
 
     @property
-    def plan(self) -> Plan:
-        """The changes, in order: ignore rules, import rewrites, then untracking."""
-        actions: Plan = []
-        for ic in self.ignore:
-            actions.append(WriteFile(self.repo / ic.path, ic.new,
-                                     f"add {len(ic.rules)} rule(s) to the managed block"))
-        for rw in self.rewrites:
-            actions.append(WriteFile(self.repo / rw.path, rw.new,
-                                     f"rewrite {rw.what} to {self.cfg.proto.package}"))
-        if self.untrack:
-            actions.append(Run(("git", "rm", "--cached", "-q", "--", *self.untrack), cwd=self.repo,
-                               desc="untrack generated protobuf code (kept on disk)"))
-        return actions
+    def package(self) -> str:
+        return self.cfg.proto.package
+
+    @property
+    def nothing(self) -> bool:
+        return not (self.ignore or self.rewrites or self.untrack)
+
+    @property
+    def text_changes(self) -> list[IgnoreChange]:
+        return [*self.ignore, *([self.settings] if self.settings else [])]
 
     @property
     def touched(self) -> list[str]:
         """Repo-relative paths the plan changes (in the work tree or the index)."""
-        return [*(i.path for i in self.ignore), *(r.path for r in self.rewrites), *self.untrack]
+        return [*(i.path for i in self.text_changes), *(r.path for r in self.rewrites), *self.untrack]
+
+    @property
+    def failed(self) -> list[Proof]:
+        return [p for p in self.proof if p.status == "failed"]
 
     @property
     def manual(self) -> list[str]:
-        """What is left for a person to do (Dockerfile lines, imports inside the legacy module)."""
+        """What is left for a person to do (Dockerfile lines, references not rewritten, orphans)."""
         out = [f"{d.path}: {d.message} " + " ; ".join(f"`{a}`" for a in d.add)
                for d in self.dockerfiles if not d.ok]
         out += [f"{n.path}:{n.line}: {n.why}" for n in self.notes]
+        if self.orphans:
+            out.append(f"{len(self.orphans)} generated file(s) no .proto under {self.cfg.proto.sources} "
+                       f"regenerates stay tracked: {policy.examples(self.orphans)}: add their .proto "
+                       "sources, or allow them ([[artifacts.allow]] in cleanroom.toml)")
         return out
 
 
-# ------------------------------------------------------------------------------ names
+# ------------------------------------------------------------------------------ finding things
 
 
-class ModuleMap:
-    """Old generated module (relative to the legacy module) -> its name in the new package."""
+def _legacy_dir_module(d: str, tracked: set[str]) -> tuple[str, str]:
+    """(import root, dotted module) of folder ``d``: up through the folders that are packages
+    (hold a tracked ``__init__.py``); a namespace folder at the top counts up to ``src/``."""
+    parts = d.split("/")
+    i = len(parts) - 1
+    while i > 0 and "/".join(parts[:i]) + "/__init__.py" in tracked:
+        i -= 1
+    root = "/".join(parts[:i])
+    return root, ".".join(parts[i:])
 
-    def __init__(self, legacy: str, package: str, known: frozenset[str]) -> None:
-        self.legacy = legacy
-        self.package = package
-        self.known = known
-        self.unknown: set[str] = set()
-        by_base: dict[str, list[str]] = {}
-        for m in known:
-            by_base.setdefault(m.rsplit(".", 1)[-1], []).append(m)
-        self._by_base = by_base
 
-    def rest_of(self, module: str) -> str | None:
-        """``pkg.proto.sub.x_pb2`` -> ``sub.x_pb2``; None when not a generated legacy module."""
-        if not module.startswith(self.legacy + "."):
-            return None
-        rest = module[len(self.legacy) + 1 :]
-        return rest if _GENERATED.match(rest.rsplit(".", 1)[-1]) else None
+def _detect_legacy(generated: Sequence[str], tracked: set[str]) -> tuple[str, str] | None:
+    """The package that holds the tracked generated files: (module, folder), or None when they
+    lie in several unrelated places. Generated files a tracked .proto (by name) makes count
+    first: kserve's docs/ and test/ hold orphans beside the one package its .proto makes."""
+    protos = {p.rpartition("/")[2][: -len(".proto")] for p in tracked if p.endswith(".proto")}
+    made = [g for g in generated if re.sub(r"_pb2(_grpc)?\.pyi?$", "", g.rpartition("/")[2]) in protos]
+    dirs = sorted({p.rpartition("/")[0] for p in (made or generated)})
+    if not dirs:
+        return None
+    common = os.path.commonpath(dirs) if all(dirs) else ""
+    if not common:
+        return None
+    root, module = _legacy_dir_module(common, tracked)
+    if not module or not all(p.isidentifier() for p in module.split(".")):
+        return None
+    return module, common
 
-    def new(self, rest: str) -> str:
-        if rest in self.known:
-            return f"{self.package}.{rest}"
-        base = rest.rsplit(".", 1)[-1]
-        same = self._by_base.get(base, [])
-        if len(same) == 1:
-            return f"{self.package}.{same[0]}"
-        if self.known:
-            self.unknown.add(rest)
-        return f"{self.package}.{rest}"
+
+def _detect_sources(repo: Path, protos: Sequence[str], stems: set[str], near: str | None = None) -> str | None:
+    """The include root of the .proto files that make the generated code (by name, ``stems``;
+    all tracked ones when none does): the folder their imports are relative to (``protos/`` for
+    ``import "feast/core/x.proto"``), else the folder they share."""
+    if not protos:
+        return None
+    mine = [p for p in protos if p.rpartition("/")[2][: -len(".proto")] in stems] or list(protos)
+    if near:  # the ones beside the generated code first (kserve has a copy under docs/)
+        mine = [p for p in mine if p.startswith(near + "/")] or mine
+    votes: dict[str, int] = {}
+    for p in mine:
+        try:
+            text = (repo / p).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for imp in _IMPORT.findall(text):
+            if imp.startswith("google/"):
+                continue
+            d = p.rpartition("/")[0]
+            while True:
+                if f"{d}/{imp}".lstrip("/") in protos:
+                    votes[d] = votes.get(d, 0) + 1
+                    break
+                if not d:
+                    break
+                d = d.rpartition("/")[0]
+    if votes:
+        return sorted(votes, key=lambda d: (-votes[d], len(d)))[0] or "."
+    dirs = [p.rpartition("/")[0] for p in mine]
+    return (os.path.commonpath(dirs) if all(dirs) else "") or "."
 
 
 def _known_modules(ws: Workspace) -> tuple[frozenset[str], str | None]:
-    """The modules the proto step generates (``x_pb2``, ``x_pb2_grpc``), or a warning."""
+    """The modules the proto step generates (``x_pb2``, ``x_pb2_grpc``), or why none."""
     from . import proto
 
     try:
         protos = proto.find_protos(proto.resolve_target(ws))
     except BadInput as exc:
-        return frozenset(), f"cannot list the .proto sources ({exc.message}): imports are mapped by name"
+        return frozenset(), exc.message
     names: set[str] = set()
     for rel in protos:
         m = proto.module_name(rel)
@@ -191,323 +257,37 @@ def _known_modules(ws: Workspace) -> tuple[frozenset[str], str | None]:
     return frozenset(names), None
 
 
-def _dotted(name: str) -> cst.Attribute | cst.Name:
-    expr = cst.parse_expression(name)
-    assert isinstance(expr, (cst.Attribute, cst.Name))
-    return expr
+def _submodule_hint(repo: Path) -> str:
+    """When a submodule is not checked out (pymilvus keeps its .proto files in one)."""
+    if not (repo / ".gitmodules").is_file():
+        return ""
+    try:
+        out = git(repo, "submodule", "status").decode(errors="replace")
+    except BadInput:
+        return ""
+    missing = [ln.split()[1] for ln in out.splitlines() if ln.startswith("-") and len(ln.split()) > 1]
+    return (f"; the submodule(s) {', '.join(missing)} are not checked out: `git submodule update --init`"
+            if missing else "")
 
 
-# ------------------------------------------------------------------------------ rewriting
-
-
-class _UnaliasedImports(cst.CSTVisitor):
-    """``import pkg.proto.x_pb2`` (no alias): code then uses ``pkg.proto.x_pb2.Msg``."""
-
-    def __init__(self, names: ModuleMap) -> None:
-        self.names = names
-        self.found: dict[str, str] = {}
-
-    def visit_Import(self, node: cst.Import) -> None:
-        for alias in node.names:
-            full = get_full_name_for_node(alias.name)
-            rest = self.names.rest_of(full or "")
-            if full and rest is not None and alias.asname is None:
-                self.found[full] = self.names.new(rest)
-
-
-class ImportRewriter(cst.CSTTransformer):
-    """Rewrites imports of generated modules under ``legacy`` into the new package."""
-
-    METADATA_DEPENDENCIES = (PositionProvider,)
-
-    def __init__(self, names: ModuleMap, file_module: str | None, is_package: bool,
-                 attrs: dict[str, str]) -> None:
-        super().__init__()
-        self.names = names
-        self.file_module = file_module
-        self.is_package = is_package
-        self.attrs = attrs
-        self.changed: list[tuple[int, str]] = []  # (line, original code) per rewritten statement
-        self.notes: list[tuple[int, str, str]] = []  # (line, code, why)
-        self.attr_uses = 0
-        self._in_import = 0
-        self._empty = cst.Module(body=[])
-
-    # -- helpers
-
-    def _resolve(self, node: cst.ImportFrom) -> str | None:
-        mod = get_full_name_for_node(node.module) if node.module is not None else ""
-        level = len(node.relative)
-        if level == 0:
-            return mod
-        if self.file_module is None:
-            return None
-        parts = self.file_module.split(".")
-        pkg = parts if self.is_package else parts[:-1]
-        if level - 1 > len(pkg):
-            return None
-        base = pkg[: len(pkg) - (level - 1)]
-        return ".".join([*base, mod] if mod else base)
-
-    @staticmethod
-    def _with_names(node: cst.ImportFrom, aliases: Sequence[cst.ImportAlias]) -> list[cst.ImportAlias]:
-        out = list(aliases)
-        if not out or isinstance(node.names, cst.ImportStar):
-            return out
-        if node.lpar is None:
-            out[-1] = out[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
-            return out
-        orig_last = node.names[-1]
-        comma = out[-1].comma
-        if out[-1] is orig_last or not isinstance(comma, cst.Comma):
-            return out
-        ws = comma.whitespace_after
-        if isinstance(ws, cst.ParenthesizedWhitespace):
-            # a name that was in the middle now ends the list: its comma keeps its comment, and
-            # the closing parenthesis gets the original last line's indentation
-            oc = orig_last.comma
-            last_line = (oc.whitespace_after.last_line
-                         if isinstance(oc, cst.Comma) and isinstance(oc.whitespace_after, cst.ParenthesizedWhitespace)
-                         else cst.SimpleWhitespace(""))
-            out[-1] = out[-1].with_changes(
-                comma=comma.with_changes(whitespace_after=ws.with_changes(last_line=last_line)))
-        else:  # on one line: end as the original list ended
-            out[-1] = out[-1].with_changes(comma=orig_last.comma)
-        return out
-
-    def _from(self, node: cst.ImportFrom, line: int, code: str) -> list[cst.BaseSmallStatement] | None:
-        mod = self._resolve(node)
-        legacy = self.names.legacy
-        if mod is None:
-            return None
-        if mod == legacy or mod.startswith(legacy + "."):
-            rest = self.names.rest_of(mod)
-            if rest is not None:  # from pkg.proto.x_pb2 import Msg
-                return [node.with_changes(module=_dotted(self.names.new(rest)), relative=())]
-            if isinstance(node.names, cst.ImportStar):
-                self.notes.append((line, code, f"star import from the legacy module {mod}: "
-                                   f"import what it needs from {self.names.package} instead"))
-                return None
-            groups: dict[str, list[cst.ImportAlias]] = {}
-            others: list[cst.ImportAlias] = []
-            for alias in node.names:
-                name = get_full_name_for_node(alias.name) or ""
-                sub = self.names.rest_of(f"{mod}.{name}")
-                if sub is None:
-                    others.append(alias)
-                else:
-                    parent = self.names.new(sub).rsplit(".", 1)[0]
-                    groups.setdefault(parent, []).append(alias)
-            if not groups:
-                return None
-            if not others and len(groups) == 1:  # keep the names as written (comments inside)
-                (parent,) = groups
-                return [node.with_changes(module=_dotted(parent), relative=())]
-            stmts: list[cst.BaseSmallStatement] = [
-                node.with_changes(module=_dotted(parent), relative=(),
-                                  names=self._with_names(node, aliases))
-                for parent, aliases in groups.items()
-            ]
-            if others:
-                stmts.append(node.with_changes(names=self._with_names(node, others)))
-            return stmts
-        if legacy.startswith(mod + ".") and not isinstance(node.names, cst.ImportStar):
-            for alias in node.names:
-                if f"{mod}.{get_full_name_for_node(alias.name)}" == legacy:
-                    self.notes.append((line, code, f"binds the legacy module {legacy} as a name: "
-                                       f"its generated modules used through it are not rewritten; "
-                                       f"import them from {self.names.package}"))
-        return None
-
-    def _import(self, node: cst.Import) -> list[cst.BaseSmallStatement] | None:
-        changed = False
-        names = []
-        for alias in node.names:
-            full = get_full_name_for_node(alias.name) or ""
-            rest = self.names.rest_of(full)
-            if rest is None:
-                names.append(alias)
-                continue
-            names.append(alias.with_changes(name=_dotted(self.names.new(rest))))
-            changed = True
-        return [node.with_changes(names=names)] if changed else None
-
-    # -- visitors
-
-    def visit_Import(self, node: cst.Import) -> None:
-        self._in_import += 1
-
-    def leave_Import(self, original_node: cst.Import, updated_node: cst.Import) -> cst.Import:
-        self._in_import -= 1
-        return updated_node
-
-    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-        self._in_import += 1
-
-    def leave_ImportFrom(self, original_node: cst.ImportFrom,
-                         updated_node: cst.ImportFrom) -> cst.ImportFrom:
-        self._in_import -= 1
-        return updated_node
-
-    def leave_Attribute(self, original_node: cst.Attribute,
-                        updated_node: cst.Attribute) -> cst.BaseExpression:
-        if self._in_import or not self.attrs:
-            return updated_node
-        full = get_full_name_for_node(updated_node)
-        if full in self.attrs:
-            self.attr_uses += 1
-            return _dotted(self.attrs[full]).with_changes(lpar=updated_node.lpar,
-                                                           rpar=updated_node.rpar)
-        return updated_node
-
-    def leave_SimpleStatementLine(
-        self, original_node: cst.SimpleStatementLine, updated_node: cst.SimpleStatementLine
-    ) -> cst.SimpleStatementLine | cst.FlattenSentinel[cst.SimpleStatementLine]:
-        line = self.get_metadata(PositionProvider, original_node).start.line
-        body: list[cst.BaseSmallStatement] = []
-        split = False
-        for orig, small in zip(original_node.body, updated_node.body, strict=True):
-            code = self._empty.code_for_node(orig).strip().rstrip(";").strip()
-            repl: list[cst.BaseSmallStatement] | None = None
-            if isinstance(small, cst.ImportFrom):
-                repl = self._from(small, line, code)
-            elif isinstance(small, cst.Import):
-                repl = self._import(small)
-            if repl is None:
-                body.append(small)
-                continue
-            self.changed.append((line, code))
-            if len(repl) > 1:
-                split = True
-                last_semicolon = small.semicolon
-                repl = [r.with_changes(semicolon=cst.MaybeSentinel.DEFAULT) for r in repl]
-                repl[-1] = repl[-1].with_changes(semicolon=last_semicolon)
-            body.extend(repl)
-        if not split:
-            return updated_node.with_changes(body=body)
-        if len(updated_node.body) == 1:  # one import per line, as it was
-            first = updated_node.with_changes(
-                body=[body[0].with_changes(semicolon=cst.MaybeSentinel.DEFAULT)])
-            rest = [cst.SimpleStatementLine(body=[s.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)])
-                    for s in body[1:]]
-            return cst.FlattenSentinel([first, *rest])
-        return updated_node.with_changes(body=body)
-
-
-@dataclass(frozen=True)
-class FileRewrite:
-    new: str
-    changed: list[tuple[int, str]]
-    notes: list[tuple[int, str, str]]
-    attr_uses: int
-
-
-def rewrite_source(text: str, names: ModuleMap, file_module: str | None = None,
-                   is_package: bool = False) -> FileRewrite:
-    """``text`` with its imports of generated legacy modules rewritten (libcst: formatting and
-    comments kept). Raises ``libcst.ParserSyntaxError`` when ``text`` does not parse."""
-    module = cst.parse_module(text)
-    scan = _UnaliasedImports(names)
-    module.visit(scan)
-    rw = ImportRewriter(names, file_module, is_package, scan.found)
-    new = MetadataWrapper(module).visit(rw)
-    return FileRewrite(new.code, rw.changed, rw.notes, rw.attr_uses)
-
-
-# ------------------------------------------------------------------------------ repo layout
-
-
-def find_legacy_dir(tracked: Sequence[str], legacy: str) -> str | None:
-    """The repo folder that holds the legacy module (``src/pkg/proto`` for ``pkg.proto``)."""
-    tail = legacy.replace(".", "/")
-    scores: dict[str, int] = {}
-    for path in tracked:
-        d, _, name = path.rpartition("/")
-        while d:
-            if d == tail or d.endswith("/" + tail):
-                here = path[len(d) + 1 :]
-                score = 2 if _GENERATED_FILE.search(here) else 1 if here == "__init__.py" else 0
-                scores[d] = max(scores.get(d, 0), score)
-                break
-            d = d.rpartition("/")[0]
-    if not scores:
-        return None
-    return sorted(scores, key=lambda d: (-scores[d], len(d), d))[0]
-
-
-def module_of(path: str, legacy_dir: str | None, legacy: str) -> tuple[str | None, bool]:
-    """A file's dotted module name, from where the legacy module lies (for relative imports)."""
-    if legacy_dir is None:
-        return None, False
-    depth = legacy.count(".") + 1
-    root_parts = legacy_dir.split("/")[:-depth]
-    parts = path.split("/")
-    if parts[: len(root_parts)] != root_parts:
-        return None, False
-    inner = parts[len(root_parts) :]
-    if not inner:
-        return None, False
-    last = re.sub(r"\.pyi?$", "", inner[-1])
-    is_package = last == "__init__"
-    mod_parts = inner[:-1] if is_package else [*inner[:-1], last]
-    if not mod_parts or not all(p.isidentifier() for p in mod_parts):
-        return None, False
-    return ".".join(mod_parts), is_package
+def _produced(rest_path: str, known: frozenset[str]) -> bool:
+    """Does a .proto regenerate the generated file at ``rest_path`` (relative to the legacy
+    folder): its module (``sub/x_pb2.pyi`` -> ``sub.x_pb2``) or, flattened, its base name."""
+    mod = re.sub(r"\.pyi?$", "", rest_path).replace("/", ".")
+    base = mod.removesuffix("_grpc")
+    if base in known:
+        return True
+    leaf = base.rsplit(".", 1)[-1]
+    return sum(1 for k in known if k.rsplit(".", 1)[-1] == leaf) == 1
 
 
 # ------------------------------------------------------------------------------ Dockerfiles
 
 
-@dataclass(frozen=True)
-class _Instr:
-    line: int
-    keyword: str
-    args: str
-
-
-def _instructions(text: str) -> list[_Instr]:
-    """Dockerfile instructions with continuation lines joined (comment lines inside dropped)."""
-    out: list[_Instr] = []
-    buf: list[str] = []
-    start = 0
-    for no, raw in enumerate(text.splitlines(), 1):
-        stripped = raw.strip()
-        if not buf and (not stripped or stripped.startswith("#")):
-            continue
-        if buf and stripped.startswith("#"):
-            continue
-        if not buf:
-            start = no
-        if stripped.endswith("\\"):
-            buf.append(stripped[:-1])
-            continue
-        buf.append(stripped)
-        joined = " ".join(b.strip() for b in buf if b.strip())
-        buf = []
-        keyword, _, args = joined.partition(" ")
-        out.append(_Instr(start, keyword.upper(), args.strip()))
-    if buf:
-        joined = " ".join(buf)
-        keyword, _, args = joined.partition(" ")
-        out.append(_Instr(start, keyword.upper(), args.strip()))
-    return out
-
-
 def _segments(run: str) -> list[list[str]]:
-    """The simple commands of a RUN instruction (shell or exec form), as argv lists."""
-    text = run
-    while text.startswith("--"):  # RUN --mount=... --network=...
-        _, _, text = text.partition(" ")
-        text = text.lstrip()
-    if text.startswith("["):
-        try:
-            argv = json.loads(text)
-        except ValueError:
-            argv = None
-        if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
-            return [list(argv)]
+    """The simple commands of a RUN instruction (shell form), as argv lists."""
     out = []
-    for seg in re.split(r"&&|\|\||;|\|", text):
+    for seg in re.split(r"&&|\|\||;|\|", run):
         try:
             words = shlex.split(seg)
         except ValueError:
@@ -551,66 +331,48 @@ def _proto_step(argv: list[str]) -> tuple[bool, str | None] | None:
     return (not check), out
 
 
-def _covers(src: str, target: str) -> bool:
-    src = src.strip().rstrip("/")
-    src = src[2:] if src.startswith("./") else src
-    return src in ("", ".") or target == src or target.startswith(src + "/")
-
-
-def _declare(ins: _Instr, env: dict[str, str]) -> None:
-    """Record an ARG's default or an ENV's value (both forms: NAME=value ..., ENV NAME value)."""
-    if ins.keyword == "ENV" and "=" not in ins.args.split(" ", 1)[0]:
-        name, _, value = ins.args.partition(" ")
-        env[name] = interpolate(value.strip().strip("\"'"), env)
-        return
-    for m in re.finditer(r"([A-Za-z_]\w*)(?:=(\"[^\"]*\"|'[^']*'|\S*))?", ins.args):
-        if m.group(2) is None:
-            if ins.keyword == "ARG":
-                env.setdefault(m.group(1), "")
-            continue
-        env[m.group(1)] = interpolate(m.group(2).strip("\"'"), env)
-
-
-def check_dockerfile(repo: Path, cfg: Config, dockerfile: Path, builds: Sequence[Build]) -> DockerfileCheck:
-    rel = os.path.relpath(dockerfile, repo).replace(os.sep, "/")
-    names = tuple(b.name for b in builds)
-    want_out = os.path.normpath(cfg.proto.out)
-    package = cfg.proto.package
-    run_line = f'RUN cleanroom proto --out {cfg.proto.out} --pth && python -c "import {package}"'
-    context = builds[0].context
-    src_rel = os.path.relpath(repo / cfg.proto.sources, context).replace(os.sep, "/")
-    if not dockerfile.is_file():
-        return DockerfileCheck(
-            rel, names, False,
-            f"does not exist (build {', '.join(names)}): the image that runs the code must generate "
-            f"{package} into {cfg.proto.out}; when you write it, copy {src_rel} in, then generate:",
-            (f"COPY {src_rel} {src_rel}", run_line))
+def check_dockerfile(repo: Path, cfg: Config, ctx: VerifyContext, builds: Sequence[Build]) -> DockerfileCheck | None:
+    """Does the image generate the code it needs (into ``[proto] out``)? None: its final stage
+    runs no Python (a Go binary on ``distroless/static``): it needs none."""
+    b = builds[0]
+    rel = b.rel_dockerfile(repo)
+    names = tuple(x.name for x in builds)
+    out_dir, package = cfg.proto.out, cfg.proto.package
+    run_line = f'RUN cleanroom proto --out {out_dir} --pth && python -c "import {package}"'
+    src_rel = os.path.relpath(repo / cfg.proto.sources, b.context).replace(os.sep, "/")
+    text = b.dockerfile_text()
+    if text is None:
+        return DockerfileCheck(rel, names, False, "cannot be read: its image cannot be checked")
     try:
-        text = dockerfile.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return DockerfileCheck(rel, names, False, f"cannot be read: {exc}")
+        df = dockerfiles.parse(text, rel)
+    except dockerfiles.DockerfileError as exc:
+        return DockerfileCheck(rel, names, False, exc.message)
+    final = df.final
+    if final is None:
+        return None
+    if not dockerfiles.runs_python(df, final):
+        return None
     env: dict[str, str] = {}
+    wrong: list[tuple[dockerfiles.Instruction, str | None]] = []
     container = False
-    anchor: _Instr | None = None
-    last_copy: _Instr | None = None
-    first_from: _Instr | None = None
-    wrong: list[tuple[_Instr, str | None]] = []
-    engine: _Instr | None = None  # the last RUN that mentions cleanroom (installs the engine)
-    for ins in _instructions(text):
-        if ins.keyword == "FROM":
-            first_from = first_from or ins
-        elif ins.keyword in ("ARG", "ENV"):
-            _declare(ins, env)
+    anchor = engine = None
+    last = None
+    for ins in df.stage_instructions(final.index):
+        last = ins
+        if ins.keyword in ("ARG", "ENV"):
+            for a in ins.args:
+                k, sep, v = a.partition("=")
+                if sep:
+                    env[k] = interpolate(v.strip("\"'"), env)
             container = container or env.get("DOCKER_CONTAINER") == "1"
-        elif ins.keyword in ("COPY", "ADD"):
-            words = [w for w in ins.args.split() if not w.startswith("--")]
-            last_copy = ins
-            if len(words) >= 2 and any(_covers(w, src_rel) for w in words[:-1]):
+        elif ins.keyword in ("COPY", "ADD") and ins.flag("from") is None:
+            if any(_covers(a, src_rel) for a in ins.args[:-1]):
                 anchor = ins
         elif ins.keyword == "RUN":
-            if "cleanroom" in ins.args:
+            run = " ".join(ins.args)
+            if "cleanroom" in run:
                 engine = ins
-            for argv in _segments(ins.args):
+            for argv in _segments(run):
                 step = _proto_step(argv)
                 if step is None or not step[0]:
                     continue
@@ -618,45 +380,54 @@ def check_dockerfile(repo: Path, cfg: Config, dockerfile: Path, builds: Sequence
                 if out is None:
                     if container:
                         return DockerfileCheck(rel, names, True, f"line {ins.line}: `cleanroom proto` "
-                                               f"(DOCKER_CONTAINER=1: into {cfg.proto.out})")
+                                               f"(DOCKER_CONTAINER=1: into {out_dir})")
                     wrong.append((ins, None))
                     continue
-                resolved = os.path.normpath(interpolate(out, env))
-                if resolved == want_out:
-                    return DockerfileCheck(rel, names, True,
-                                           f"line {ins.line}: `cleanroom proto --out {out}`")
+                if os.path.normpath(interpolate(out, env)) == os.path.normpath(out_dir):
+                    return DockerfileCheck(rel, names, True, f"line {ins.line}: `cleanroom proto --out {out}`")
                 wrong.append((ins, out))
     if wrong:
         ins, out = wrong[0]
         where = f"into {out}" if out else "without --out (on the host default [proto] host_out)"
-        return DockerfileCheck(
-            rel, names, False,
-            f"line {ins.line} runs `cleanroom proto` {where}, not into [proto] out "
-            f"({cfg.proto.out}): change it to:", (run_line,))
-    if anchor is not None:
-        after = engine if engine is not None and engine.line > anchor.line else anchor
-        where = f"after line {after.line} (`{after.keyword} {after.args}`)"
-        if after is anchor:
-            where += f", which copies {src_rel} in"
-        add: tuple[str, ...] = (run_line,)
+        return DockerfileCheck(rel, names, False,
+                               f"line {ins.line} runs `cleanroom proto` {where}, not into [proto] out "
+                               f"({out_dir}): change it to:", (run_line,))
+    excluded = ""
+    for g in ctx.groups:
+        if b in g.builds and not any(ctx.sent(ctx.matcher(bi), src_rel) or ctx.sent(ctx.matcher(bi), f"{src_rel}/x.proto")
+                                     for bi in g.members):
+            excluded = f" ({g.ignore_name} excludes {src_rel}: re-include it first, e.g. `!{src_rel}`)"
+    after = max((i for i in (anchor, engine) if i is not None), key=lambda i: i.line, default=None)
+    if after is not None:
+        where = f"after line {after.end_line} (`{_short(after.original)}`)"
+        add: tuple[str, ...] = (run_line,) if anchor is not None else (f"COPY {src_rel} {src_rel}", run_line)
     else:
-        last = max((i for i in (last_copy, engine, first_from) if i is not None),
-                   key=lambda i: i.line, default=None)
-        where = (f"after line {last.line} (`{last.keyword} {last.args}`)" if last
-                 else "after the FROM line")
-        where = f"copy the sources in and generate, {where}"
+        where = (f"after line {last.end_line} (`{_short(last.original)}`), the last of the final stage"
+                 if last is not None else f"after line {final.line}")
         add = (f"COPY {src_rel} {src_rel}", run_line)
-    needs = "" if engine is not None else " (and nothing installs the engine: `pip install` it first)"
+    needs = "" if engine is not None else "; nothing installs the engine yet: `pip install` it before"
     return DockerfileCheck(
         rel, names, False,
-        f"no RUN line runs the engine's proto step into {cfg.proto.out}{needs}; add {where}:", add)
+        f"its final stage (line {final.line}, `FROM {final.base}`) runs Python but does not generate "
+        f"{package} into {out_dir}{needs}{excluded}; add {where}:", add)
 
 
-def check_dockerfiles(repo: Path, cfg: Config, builds: Sequence[Build]) -> list[DockerfileCheck]:
-    by_file: dict[Path, list[Build]] = {}
-    for b in builds:
-        by_file.setdefault(b.dockerfile, []).append(b)
-    return [check_dockerfile(repo, cfg, df, bs) for df, bs in by_file.items()]
+def _short(text: str, n: int = 70) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _covers(src: str, target: str) -> bool:
+    src = src.strip().rstrip("/")
+    src = src[2:] if src.startswith("./") else src
+    return src in ("", ".") or target == src or target.startswith(src + "/")
+
+
+def check_dockerfiles(repo: Path, cfg: Config, ctx: VerifyContext) -> list[DockerfileCheck]:
+    by_file: dict[tuple[Path, str | None], list[Build]] = {}
+    for b in ctx.builds:
+        by_file.setdefault((b.dockerfile, b.inline), []).append(b)
+    out = [check_dockerfile(repo, cfg, ctx, bs) for bs in by_file.values()]
+    return [c for c in out if c is not None]
 
 
 # ------------------------------------------------------------------------------ the plan
@@ -665,15 +436,16 @@ def check_dockerfiles(repo: Path, cfg: Config, builds: Sequence[Build]) -> list[
 def _proto_cfg(cfg: Config) -> Config:
     """``cfg`` with the artifact policy narrowed to the protobuf patterns."""
     return dataclasses.replace(
-        cfg, artifacts=dataclasses.replace(cfg.artifacts, patterns=PROTO_PATTERNS, extra=()))
+        cfg, artifacts=dataclasses.replace(cfg.artifacts, patterns=PROTO_PATTERNS, extra=(), drop=()),
+        variants=dataclasses.replace(cfg.variants, enabled=False))
 
 
 def _why(cfg: Config, pattern: str) -> str:
     p = cfg.proto
     out = p.out.rstrip("/") + "/" + p.package
     kind = {"*_pb2.py": "protobuf code", "*_pb2.pyi": "protobuf stubs",
-            "*_pb2_grpc.py": "gRPC code"}.get(pattern, "generated code")
-    return (f"{pattern}: {kind}, generated from {p.sources}/*.proto by `cleanroom proto` into "
+            "*_pb2_grpc.py": "gRPC code", "*_pb2_grpc.pyi": "gRPC stubs"}.get(pattern, "generated code")
+    return (f"{pattern}: {kind}, generated from {p.sources} by `cleanroom proto` into "
             f"{out} in the container (regenerate: `cleanroom proto`)")
 
 
@@ -683,14 +455,16 @@ def _ignore_changes(ctx: VerifyContext) -> list[IgnoreChange]:
     for pat in gitignore_gaps(ctx):
         per_file.setdefault(ctx.repo / ".gitignore", []).append((policy.git_rule(pat), _why(ctx.cfg, pat)))
     for gap in docker_gaps(ctx):
+        if not gap.fixable:
+            continue
         rules = per_file.setdefault(ctx.repo / gap.ignore_name, [])
         rule = (policy.docker_rule(gap.pattern), _why(ctx.cfg, gap.pattern))
         if rule not in rules:
             rules.append(rule)
     out = []
     for path, rules in per_file.items():
-        old = path.read_text(encoding="utf-8") if path.exists() else ""
-        new = with_rules(old, rules)
+        old = read_ignore_text(path)
+        new = with_rules(old, rules, by=BY)
         if new != old:
             out.append(IgnoreChange(ctx.rel(path), tuple(r for r, _ in rules), old, new))
     return out
@@ -708,71 +482,419 @@ def _validate(cfg: Config) -> None:
                        "package must have a new name")
 
 
-def plan_migration(ws: Workspace) -> Migration:
-    """Everything migrate-proto would do, computed without changing anything."""
-    repo, cfg = ws.repo, ws.cfg
-    require_repo(repo)
-    _validate(cfg)
-    ctx = VerifyContext(repo=repo, cfg=_proto_cfg(cfg))
-    tracked_py = [p for p in split0(git(repo, "ls-files", "-z", "--", "*.py", "*.pyi"))]
-    legacy = cfg.proto.legacy_module
-    legacy_dir = find_legacy_dir(tracked_py, legacy) if legacy else None
-    m = Migration(repo, cfg, legacy_dir)
+def _tracked(repo: Path) -> tuple[list[str], set[str], set[str]]:
+    """(tracked .py/.pyi paths, every tracked path, tracked symlinks)."""
+    py: list[str] = []
+    every: set[str] = set()
+    links: set[str] = set()
+    for entry in split0(git(repo, "ls-files", "-z", "-s")):
+        meta, _, path = entry.partition("\t")
+        every.add(path)
+        if meta.startswith("120000"):
+            links.add(path)
+        if path.endswith((".py", ".pyi")):
+            py.append(path)
+    return py, every, links
 
-    # 1. ignore rules
-    m.ignore = _ignore_changes(ctx)
-    # 2. Dockerfiles
-    m.dockerfiles = check_dockerfiles(repo, cfg, ctx.builds)
-    # 4. (computed before 3: it decides whether 3 may be skipped)
-    m.untrack = [p for p in ctx.tracked_artifacts if not ctx.allowed(p)]
-    # 3. imports
-    if not legacy:
-        if m.untrack:
-            dirs = sorted({p.rpartition("/")[0] or "." for p in m.untrack})
+
+def _resolve(ws: Workspace, m_found: list[str], generated: list[str], every: set[str]) -> Config:
+    """The proto settings, each configured or found: the legacy module, the sources, the package."""
+    cfg = ws.cfg
+    p = cfg.proto
+    legacy = p.legacy_module
+    if not legacy and generated:
+        hit = _detect_legacy(generated, every)
+        if hit is None:
+            dirs = sorted({g.rpartition("/")[0] or "." for g in generated})
             raise BadInput(
-                "[proto] legacy_module is not set: cleanroom.toml must name the module code imports "
-                "the checked-in generated code from (e.g. legacy_module = \"pkg.proto\"), so the "
-                f"imports can be rewritten before the files are untracked (they lie in {', '.join(dirs)})")
-        m.warnings.append("[proto] legacy_module is not set: no imports to rewrite")
-        return m
-    known, warn = _known_modules(ws)
-    if warn:
-        m.warnings.append(warn)
-    names = ModuleMap(legacy, cfg.proto.package, known)
+                "the tracked generated code lies in several places ("
+                + policy.examples(dirs) + "): set [proto] legacy_module in cleanroom.toml to the "
+                "package to migrate (e.g. legacy_module = \"pkg.grpc\")")
+        legacy = hit[0]
+        m_found.append(f"legacy_module = {legacy!r} (the package holding the tracked generated code)")
+    sources = p.sources
+    if not cfg.is_set("proto.sources") and not ws.path(sources).is_dir():
+        protos = [x for x in every if x.endswith(".proto")]
+        stems = {re.sub(r"_pb2(_grpc)?\.pyi?$", "", g.rpartition("/")[2]) for g in generated}
+        near = find_legacy_dir([x for x in every if x.endswith((".py", ".pyi"))], legacy) if legacy else None
+        found = _detect_sources(ws.repo, protos, stems, near)
+        if found is not None:
+            sources = found
+            m_found.append(f"sources = {found!r} (the folder the tracked .proto files import from)")
+    package = p.package if cfg.is_set("proto.package") else derive_package(legacy, ws.repo)
+    if not cfg.is_set("proto.package") and package != p.package:
+        m_found.append(f"package = {package!r}")
+    return dataclasses.replace(cfg, proto=dataclasses.replace(p, legacy_module=legacy, sources=sources,
+                                                              package=package))
+
+
+def plan_migration(ws: Workspace, prove: bool = True) -> Migration:
+    """Everything migrate-proto would do, computed (and proven) without changing anything."""
+    repo = ws.repo
+    require_repo(repo)
+    tracked_py, every, links = _tracked(repo)
+    ctx0 = VerifyContext(repo=repo, cfg=_proto_cfg(ws.cfg))
+    generated = [p for p in ctx0.tracked_artifacts if not ctx0.allowed(p)]
+    found: list[str] = []
+    cfg = _resolve(ws, found, generated, every)
+    _validate(cfg)
+    ws = Workspace(repo, cfg)
+    legacy = cfg.proto.legacy_module
+    ctx = VerifyContext(repo=repo, cfg=_proto_cfg(cfg), listing=ctx0.listing)
+    legacy_dir = find_legacy_dir(tracked_py, legacy) if legacy else None
+    m = Migration(repo, cfg, legacy, legacy_dir, found)
+    m.warnings += [n for n in ctx0.notes if "named like protobuf output" in n]
+    protos = [x for x in every if x.endswith(".proto")]
+    if not generated and not protos:
+        return m  # no protobuf here at all: nothing to migrate
+    if cfg.is_set("proto.legacy_module") and legacy_dir is None:
+        raise BadInput(f"[proto] legacy_module = {legacy!r}: no such package in the repo (no folder "
+                       f"{legacy.replace('.', '/')} with Python files is tracked)")
+    if legacy_dir is not None and not any(g.startswith(legacy_dir + "/") for g in generated) and generated:
+        raise BadInput(f"[proto] legacy_module = {legacy!r} ({legacy_dir}) holds none of the tracked "
+                       f"generated files; they lie in {policy.examples(sorted({g.rpartition('/')[0] for g in generated}))}")
+
+    # 1. ignore rules; 2. Dockerfiles (only where there is something to generate from)
+    m.ignore = _ignore_changes(ctx)
+    known, why_none = _known_modules(ws)
+    if known:
+        m.dockerfiles = check_dockerfiles(repo, cfg, ctx)
+    elif generated:
+        m.warnings.append(f"no .proto sources to regenerate from ({why_none}){_submodule_hint(repo)}: "
+                          "nothing is untracked")
+    # 4. (before 3: it decides what is rewritten) which generated files go
+    for g in generated:
+        if legacy_dir is None or not g.startswith(legacy_dir + "/"):
+            m.outside.append(g)
+        elif known and _produced(g[len(legacy_dir) + 1:], known):
+            m.untrack.append(g)
+        else:
+            m.orphans.append(g)
+    twins: dict[str, list[str]] = {}
+    for g in m.untrack:
+        if g.endswith("_pb2.py"):
+            twins.setdefault(g.rpartition("/")[2], []).append(g)
+    for name, paths in twins.items():
+        if len(paths) > 1:
+            m.warnings.append(f"{len(paths)} generated copies of one module ({policy.examples(paths)}): one "
+                              f".proto makes one {name} in {cfg.proto.package}; a facade choosing between "
+                              "them (e.g. by protobuf version) needs a look by hand")
+    if m.outside:
+        m.warnings.append(f"{len(m.outside)} generated file(s) outside {legacy} stay tracked "
+                          f"(migrate them by setting [proto] legacy_module to their package): "
+                          f"{policy.examples(m.outside)}")
+    # 3. the sources that refer to the legacy module
+    if legacy and m.untrack:
+        _plan_rewrites(m, tracked_py, links, known, set(generated))
+    if found and (m.untrack or m.rewrites):
+        m.settings = _settings_change(ws, cfg)
+    if prove and (m.untrack or m.rewrites):
+        m.proof = prove_plan(m, tracked_py)
+    return m
+
+
+def _settings_change(ws: Workspace, cfg: Config) -> IgnoreChange | None:
+    """cleanroom.toml with the [proto] settings that were found written in (comments kept)."""
+    import tomlkit
+
+    path = ws.cfg.source or ws.repo / "cleanroom.toml"
+    if path.resolve() != ws.repo.resolve() and ws.repo.resolve() not in path.resolve().parents:
+        return None
+    try:
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        doc = tomlkit.parse(old)
+    except (OSError, UnicodeDecodeError, tomlkit.exceptions.ParseError) as exc:
+        raise BadInput(f"{path}: cannot read: {exc}") from None
+    if "proto" not in doc:
+        doc["proto"] = tomlkit.table()
+    table = doc["proto"]
+    p = cfg.proto
+    for key, value in (("sources", p.sources), ("package", p.package), ("legacy_module", p.legacy_module)):
+        if not ws.cfg.is_set(f"proto.{key}"):
+            table[key] = value
+            table[key].comment("found by `cleanroom migrate-proto`")
+    new = tomlkit.dumps(doc)
+    return IgnoreChange(os.path.relpath(path, ws.repo), (), old, new) if new != old else None
+
+
+def _plan_rewrites(m: Migration, tracked_py: Sequence[str], links: set[str], known: frozenset[str],
+                   generated: set[str]) -> None:
+    legacy, legacy_dir = m.legacy, m.legacy_dir
+    names = ModuleMap(legacy, m.package, known)
+    cand = candidate_rx(legacy)
+    # a relative import can only reach the legacy module from inside its top package
+    depth = legacy.count(".")
+    top_dir = "/".join(legacy_dir.split("/")[: len(legacy_dir.split("/")) - depth]) + "/" if legacy_dir else "\0"
+    relative = re.compile(r"(?m)^[ \t]*from[ \t]+\.")
+    gone = set(m.untrack)
     for path in tracked_py:
-        if _GENERATED_FILE.search(path):
+        if path in gone:
             continue
-        file = repo / path
+        inside = legacy_dir is not None and path.startswith(legacy_dir + "/")
+        if path in generated and not inside:
+            continue  # generated code outside the legacy module: not ours to change
+        file = m.repo / path
         try:
-            text = file.read_text(encoding="utf-8")
+            data = file.read_bytes()
         except FileNotFoundError:
             continue
-        except (OSError, UnicodeDecodeError) as exc:
-            m.unparsed.append((path, f"cannot read: {exc}"))
+        except OSError as exc:
+            m.unparsed.append((path, f"cannot read: {exc.strerror or exc}"))
             continue
-        if legacy not in text and "_pb2" not in text and legacy.rsplit(".", 1)[-1] not in text:
-            continue  # fast path: cannot import the legacy module's generated code
-        mod, is_pkg = module_of(path, legacy_dir, legacy)
         try:
-            res = rewrite_source(text, names, mod, is_pkg)
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            m.unparsed.append((path, f"not valid UTF-8 ({exc.reason} at byte {exc.start}): check it by hand"))
+            continue
+        if not inside and cand.search(text) is None and not (
+                path.startswith(top_dir) and relative.search(text) is not None):
+            continue  # cannot refer to the legacy module's generated code
+        mod, is_pkg = module_of(path, legacy_dir, legacy)
+        facade = inside and is_pkg
+        try:
+            res = rewrite_source(text, names, mod, is_pkg, facade=facade)
         except cst.ParserSyntaxError as exc:
             m.unparsed.append((path, f"does not parse ({str(exc).splitlines()[0]}): check it by hand"))
             continue
-        inside = legacy_dir is not None and path.startswith(legacy_dir + "/")
         for line, code, why in res.notes:
             m.notes.append(Note(path, line, code, why))
-        if inside:
-            for line, code in res.changed:
-                m.notes.append(Note(path, line, code,
-                                    f"inside the legacy module {legacy}: import the generated code "
-                                    f"from {cfg.proto.package} instead (or drop this module)"))
-        elif res.new != text:
-            m.rewrites.append(Rewrite(path, text, res.new, len(res.changed), res.attr_uses))
+        if res.refers or res.new != text:
+            m.users.append(path)
+        if res.new == text:
+            continue
+        if path in links:
+            m.notes.append(Note(path, 0, "", f"a symlink: its target is rewritten, not the link "
+                                f"({os.readlink(m.repo / path)})"))
+            continue
+        m.rewrites.append(Rewrite(path, data, res.new.encode("utf-8"), res.what, facade))
     for rest in sorted(names.unknown):
-        m.warnings.append(
-            f"{legacy}.{rest} is imported but no .proto under {cfg.proto.sources} generates it: "
-            f"{cfg.proto.package}.{rest} will not exist")
-    return m
+        m.warnings.append(f"{legacy}.{rest} is imported but no .proto under {m.cfg.proto.sources} "
+                          "generates it: its imports are left as they are")
+
+
+# ------------------------------------------------------------------------------ the proof
+
+_PROVE = r"""
+import importlib, json, sys
+spec = json.loads(sys.argv[1])
+sys.path[:0] = spec["path"]
+out = {}
+for mod in spec["modules"]:
+    try:
+        importlib.import_module(mod)
+        out[mod] = ""
+    except BaseException as exc:  # noqa: BLE001 - every failure is a result
+        out[mod] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+with open(spec["result"], "w", encoding="utf-8") as fh:
+    json.dump(out, fh)
+"""
+
+
+def _import_root(path: str, every: set[str]) -> tuple[str, str] | None:
+    """(sys.path entry, module name) a file imports as: up through the package folders."""
+    parts = path.split("/")
+    stem = re.sub(r"\.py$", "", parts[-1])
+    if parts[-1].endswith(".pyi") or not all(p.isidentifier() for p in [*parts[:-1], stem]):
+        return None
+    mod = [] if stem == "__init__" else [stem]
+    i = len(parts) - 1
+    while i > 0 and "/".join(parts[:i]) + "/__init__.py" in every:
+        mod.insert(0, parts[i - 1])
+        i -= 1
+    return "/".join(parts[:i]), ".".join(mod)
+
+
+def _run_imports(path: list[str], modules: list[str], timeout: float = 120) -> dict[str, str]:
+    with tempfile.TemporaryDirectory(prefix="cleanroom-prove-") as tmp:
+        result = Path(tmp) / "result.json"
+        spec = json.dumps({"path": path, "modules": modules, "result": str(result)})
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        try:
+            subprocess.run([sys.executable, "-c", _PROVE, spec], cwd=tmp, env=env, timeout=timeout,
+                           capture_output=True, check=False)
+            data = json.loads(result.read_text(encoding="utf-8"))
+        except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+            return {m: f"the import run did not finish ({type(exc).__name__})" for m in modules}
+    return {m: str(data.get(m, "not reached")) for m in modules}
+
+
+def prove_plan(m: Migration, tracked_py: Sequence[str]) -> list[Proof]:
+    """Generate the package into a temporary folder, then import every module the plan touches,
+    from the repo as it is and from a shadow copy as the plan leaves it."""
+    from . import proto
+
+    every = set(split0(git(m.repo, "ls-files", "-z")))
+    touched = {r.path for r in m.rewrites} | set(m.users)
+    if m.legacy_dir is not None:
+        touched |= {p for p in tracked_py if p.startswith(m.legacy_dir + "/") and p.endswith("/__init__.py")}
+    touched |= {n.path for n in m.notes}
+    roots: dict[str, str] = {}
+    for p in sorted(touched):
+        hit = _import_root(p, every)
+        if hit is not None and hit[1]:
+            roots[hit[1]] = hit[0]
+    if not roots:
+        return []
+    modules = sorted(roots)
+    with tempfile.TemporaryDirectory(prefix="cleanroom-migrate-") as tmp:
+        gen = Path(tmp) / "generated"
+        try:
+            import contextlib
+            import io
+
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(io.StringIO()):
+                proto.generate(Workspace(m.repo, m.cfg), gen, stream=quiet)  # protoc's warnings: not ours
+        except BadInput as exc:
+            return [Proof(mod, "failed", f"the package cannot be generated: {exc.message}") for mod in modules]
+        shadow = Path(tmp) / "shadow"
+        new = {r.path: r.new for r in m.rewrites}
+        gone = set(m.untrack)
+        for p in tracked_py:
+            if p in gone:
+                continue
+            dst = shadow / p
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if p in new:
+                dst.write_bytes(new[p])
+            elif (m.repo / p).exists():
+                dst.symlink_to(m.repo / p)
+        used_roots = sorted(set(roots.values()))
+        before = _run_imports([str(m.repo / r) if r else str(m.repo) for r in used_roots], modules)
+        after = _run_imports([str(gen), *(str(shadow / r) if r else str(shadow) for r in used_roots)], modules)
+    out = []
+    for mod in modules:
+        if before[mod]:
+            out.append(Proof(mod, "not proven", f"it does not import before the migration either ({before[mod]})"))
+        elif after[mod]:
+            out.append(Proof(mod, "failed", after[mod]))
+        else:
+            out.append(Proof(mod, "proven"))
+    return out
+
+
+# ------------------------------------------------------------------------------ applying
+
+
+def _git_dir(repo: Path) -> Path:
+    d = Path(git(repo, "rev-parse", "--git-dir").decode().strip())
+    return d if d.is_absolute() else repo / d
+
+
+def _staging(repo: Path) -> Path:
+    """Where --apply writes the new files before swapping them in: inside the git folder (same
+    filesystem as the work tree, and never a stray file in it)."""
+    return _git_dir(repo) / "cleanroom-migrate-staging"
+
+
+def _tmp_of(repo: Path, target: Path) -> Path:
+    return _staging(repo) / os.path.relpath(target, repo).replace(os.sep, "%")
+
+
+def _finish_or_roll_back(repo: Path, act: bool = True) -> str:
+    """A journal left by an interrupted --apply: before the swap, remove its temporary files
+    (the tree is as it was); during it, finish the swap and the index change. Says which (with
+    ``act`` False: only says what the next --apply will do)."""
+    journal = _git_dir(repo) / JOURNAL
+    try:
+        data = json.loads(journal.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return ""
+    except (OSError, ValueError):
+        data = {"state": "writing", "files": []}
+    if not act:
+        return ("an --apply was interrupted " + ("during the swap: the next --apply finishes it"
+                if data.get("state") == "swapping" else "before it changed anything: the next --apply "
+                "removes its temporary files"))
+    files = [repo / f for f in data.get("files", [])]
+    if data.get("state") == "swapping":
+        for target in files:
+            tmp = _tmp_of(repo, target)
+            if tmp.exists():
+                os.replace(tmp, target)
+        untrack = list(data.get("untrack", []))
+        if untrack:
+            git(repo, "rm", "--cached", "-q", "--ignore-unmatch", "--", *untrack)
+        msg = "an interrupted --apply was finished: the repo is fully migrated"
+    else:
+        msg = "an interrupted --apply had not changed anything yet: its temporary files are removed"
+    import shutil
+
+    shutil.rmtree(_staging(repo), ignore_errors=True)
+    journal.unlink(missing_ok=True)
+    return msg
+
+
+class _Held:
+    """SIGINT and SIGTERM held off while the swap runs (delivered when it is over)."""
+
+    def __enter__(self) -> None:
+        self.old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+    def __exit__(self, *exc: object) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
+
+
+def _term_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stage(tmp: Path, data: bytes, target: Path) -> None:
+    """One new file written into the staging folder, with its target's mode."""
+    tmp.write_bytes(data)
+    if target.exists():
+        os.chmod(tmp, target.stat().st_mode & 0o7777)
+
+
+def _swap(tmp: Path, target: Path) -> None:
+    """One staged file put in place (a rename: the target is the old file or the new, never half)."""
+    os.replace(tmp, target)
+
+
+def apply_migration(m: Migration) -> None:
+    """Write every new file beside its target, then swap them in and untrack, index last."""
+    repo = m.repo
+    journal = _git_dir(repo) / JOURNAL
+    writes: list[tuple[Path, bytes]] = [(repo / i.path, i.new.encode("utf-8")) for i in m.text_changes]
+    writes += [(repo / r.path, r.new) for r in m.rewrites]
+    state = {"state": "writing", "files": [os.path.relpath(t, repo) for t, _ in writes], "untrack": m.untrack}
+    staging = _staging(repo)
+    old_term = signal.signal(signal.SIGTERM, _term_as_interrupt)
+    try:
+        try:
+            staging.mkdir(exist_ok=True)
+            journal.write_text(json.dumps(state), encoding="utf-8")
+            for target, data in writes:
+                _stage(_tmp_of(repo, target), data, target)
+                # a target that is not writable (a read-only file or folder) fails here, not mid-swap
+                if not os.access(target if target.exists() else target.parent, os.W_OK):
+                    raise PermissionError(13, "Permission denied", str(target))
+        except BaseException as exc:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+            journal.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise StepFailed(f"cannot write {exc.filename or repo}: {exc.strerror or exc}: nothing "
+                                 "was changed") from None
+            raise
+        try:
+            with _Held():
+                state["state"] = "swapping"
+                journal.write_text(json.dumps(state), encoding="utf-8")
+                for target, _ in writes:
+                    _swap(_tmp_of(repo, target), target)
+                if m.untrack:
+                    git(repo, "rm", "--cached", "-q", "--", *m.untrack)
+                journal.unlink(missing_ok=True)
+                staging.rmdir()
+        except KeyboardInterrupt:
+            if journal.exists():
+                raise
+            # the signal came during the swap, which was let finish: the migration is complete
+            print("migrate-proto: interrupted, but the migration had already completed", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
 
 
 def dirty(repo: Path, paths: Sequence[str]) -> list[str]:
@@ -796,74 +918,90 @@ def dirty(repo: Path, paths: Sequence[str]) -> list[str]:
 # ------------------------------------------------------------------------------ output
 
 
-def _diff(path: str, old: str, new: str) -> list[str]:
+def _diff(path: str, old: str, new: str) -> Iterator[str]:
     lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
                                  fromfile=f"a/{path}", tofile=f"b/{path}")
-    return [ln.rstrip("\n") for ln in lines]
+    return (ln.rstrip("\r\n") for ln in lines)
 
 
 def render(m: Migration, applied: bool) -> str:
     p = m.cfg.proto
     lines: list[str] = []
     do = "" if applied else "would "
-    head = ("migrate-proto: applied" if applied else
-            "migrate-proto: plan (dry run: nothing is changed; `--apply` carries it out)")
-    lines.append(head)
-    legacy = p.legacy_module or "(no [proto] legacy_module)"
-    lines.append(f"  from {legacy}{' in ' + m.legacy_dir if m.legacy_dir else ''} to the generated "
-                 f"package {p.package} (made from {p.sources} into {p.out}/{p.package})")
+    lines.append("migrate-proto: applied" if applied else
+                 "migrate-proto: plan (dry run: nothing is changed; `--apply` carries it out)")
+    if m.nothing and not m.orphans and not m.outside:
+        lines.append("migrate-proto: nothing to change: git tracks no generated protobuf code and every "
+                     "ignore file already covers it")
+        return "\n".join(lines + [f"  warning: {w}" for w in m.warnings])
+    lines.append(f"  from {m.legacy or '(no legacy module)'}{' in ' + m.legacy_dir if m.legacy_dir else ''} "
+                 f"to the generated package {p.package} (made from {p.sources} into {p.out}/{p.package})")
+    for f in m.found:
+        lines.append(f"  found (not configured): [proto] {f}")
+    if m.settings is not None:
+        lines.append(f"  {do}record them in {m.settings.path}, so `cleanroom proto` makes the same package:")
+        if not applied:
+            lines += ["     " + d for d in _diff(m.settings.path, m.settings.old, m.settings.new)]
     for w in m.warnings:
         lines.append(f"  warning: {w}")
 
-    lines.append("")
-    lines.append("1. ignore rules for generated protobuf code (.gitignore, .dockerignore)")
+    lines += ["", "1. ignore rules for generated protobuf code (.gitignore, .dockerignore)"]
     if not m.ignore:
         lines.append("   nothing to do: git and every build's .dockerignore already ignore "
                      + ", ".join(PROTO_PATTERNS))
     for ic in m.ignore:
-        lines.append(f"   {ic.path}: {do}add {', '.join(ic.rules)} to the managed block")
+        lines.append(f"   {ic.path}: {do}add {', '.join(ic.rules)} to a block marked as added by migrate-proto")
         if not applied:
             lines += ["     " + d for d in _diff(ic.path, ic.old, ic.new)]
 
-    lines.append("")
-    lines.append(f"2. Dockerfiles generate the code into {p.out} (checked, never edited)")
+    lines += ["", f"2. images that run Python generate the code into {p.out} (checked, never edited)"]
+    if not m.dockerfiles:
+        lines.append("   nothing to check: no build whose final stage runs Python")
     for d in m.dockerfiles:
-        state = "OK" if d.ok else "TO DO"
-        lines.append(f"   {d.path}: {state}: {d.message}")
+        lines.append(f"   {d.path}: {'OK' if d.ok else 'TO DO'}: {d.message}")
         if not d.ok and d.add:
             lines += ["       " + a for a in d.add]
 
-    lines.append("")
-    lines.append(f"3. imports of {legacy}'s generated modules -> {p.package}")
+    lines += ["", f"3. references to {m.legacy or 'the legacy module'}'s generated modules -> {p.package}"]
     if not m.rewrites and not m.notes and not m.unparsed:
-        lines.append("   nothing to do: no tracked file imports them")
+        lines.append("   nothing to do: no tracked file refers to them")
     for rw in m.rewrites:
-        lines.append(f"   {rw.path}: {do}rewrite {rw.what}")
+        kind = " (a facade: it stays, importing from the package)" if rw.facade else ""
+        lines.append(f"   {rw.path}: {do}rewrite {rw.what}{kind}")
         if not applied:
-            lines += ["     " + d for d in _diff(rw.path, rw.old, rw.new)]
+            lines += ["     " + d for d in _diff(rw.path, rw.old.decode("utf-8"), rw.new.decode("utf-8"))]
     for n in m.notes:
-        lines.append(f"   {n.path}:{n.line}: reported, not rewritten: `{n.code}`: {n.why}")
+        lines.append(f"   {n.path}:{n.line}: not rewritten: `{n.code}`: {n.why}")
     for path, why in m.unparsed:
         lines.append(f"   {path}: skipped: {why}")
 
-    lines.append("")
-    lines.append("4. untrack the generated files (git rm --cached: they stay on disk)")
+    lines += ["", "4. untrack the generated files (git rm --cached: they stay on disk)"]
     if not m.untrack:
-        lines.append("   nothing to do: git tracks no generated protobuf code")
+        lines.append("   nothing to do")
     for path in m.untrack:
         lines.append(f"   {do}untrack {path}")
     if m.untrack:
         lines.append(f"   {do}run: git rm --cached -q -- " + " ".join(shlex.quote(u) for u in m.untrack))
+    for path in m.orphans:
+        lines.append(f"   keep {path}: no .proto under {p.sources} regenerates it (an orphan)")
+
+    if m.proof:
+        lines += ["", f"5. proof: {len(m.proof)} module(s) imported with the package generated into a "
+                      "temporary folder and the untracked files absent"]
+        for pr in m.proof:
+            lines.append(f"   {pr.status}: {pr.module}" + (f": {pr.why}" if pr.why else ""))
 
     lines.append("")
-    changes = len(m.plan)
-    if not changes:
+    if m.failed:
+        lines.append(f"migrate-proto: {len(m.failed)} module(s) that import today would fail after the "
+                     "migration: --apply refuses until they import (see 5.)")
+    elif m.nothing:
         lines.append("migrate-proto: nothing to change: the repo is migrated")
     elif applied:
-        lines.append(f"migrate-proto: done ({changes} change(s)); review `git status` and `git diff`, "
-                     "then commit; `cleanroom verify` checks the result")
+        lines.append(f"migrate-proto: done ({len(m.touched)} file(s) changed); review `git status` and "
+                     "`git diff`, then commit; `cleanroom verify` checks the result")
     else:
-        lines.append(f"migrate-proto: {changes} change(s) planned; run `cleanroom migrate-proto --apply`")
+        lines.append(f"migrate-proto: {len(m.touched)} file(s) to change; run `cleanroom migrate-proto --apply`")
     manual = m.manual
     if manual:
         lines.append(f"migrate-proto: left to do by hand ({len(manual)}):")
@@ -871,22 +1009,30 @@ def render(m: Migration, applied: bool) -> str:
     return "\n".join(lines)
 
 
-def migrate(ws: Workspace, apply: bool = False, allow_dirty: bool = False) -> str:
-    """Plan the migration; with ``apply`` carry it out. Returns the report to print."""
+def migrate(ws: Workspace, apply: bool = False, allow_dirty: bool = False) -> tuple[str, int]:
+    """Plan (and prove) the migration; with ``apply`` carry it out. Returns (report, exit code)."""
+    require_repo(ws.repo)
+    pre = _finish_or_roll_back(ws.repo, act=apply)
     m = plan_migration(ws)
-    if apply and m.plan and not allow_dirty:
+    head = f"migrate-proto: {pre}\n" if pre else ""
+    if apply and m.failed:
+        return head + render(m, applied=False), 1
+    if apply and not m.nothing and not allow_dirty:
         changed = dirty(ws.repo, m.touched)
         if changed:
             raise BadInput(
                 f"refusing to apply: {len(changed)} file(s) it would change have uncommitted changes "
                 "(commit or stash them first, or pass --allow-dirty)",
                 "\n".join(f"  {c}" for c in changed))
-    if apply:
-        execute(m.plan)
-        return render(m, applied=True)
-    report = render(m, applied=False)
-    changed = dirty(ws.repo, m.touched) if m.plan else []
+    if apply and not m.nothing:
+        apply_migration(m)
+        return head + render(m, applied=True), 0
+    report = head + render(m, applied=False)
+    changed = dirty(ws.repo, m.touched) if not m.nothing else []
     if changed:
         report += ("\nmigrate-proto: note: --apply will refuse until these have no uncommitted "
                    "changes (or pass --allow-dirty): " + ", ".join(changed))
-    return report
+    return report, 0
+
+
+__all__ = ["Migration", "apply_migration", "find_legacy_dir", "migrate", "plan_migration", "prove_plan", "render"]
