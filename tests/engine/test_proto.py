@@ -576,7 +576,7 @@ def test_kill_at_any_moment_of_a_big_run(tmp_path: Path) -> None:
     bench_tree(r / "proto", 150)
     d = tmp_path / "out"
     assert cli("proto", "--out", str(d), cwd=r).rc == 0
-    pkg = PKG  # no cleanroom.toml there: the defaults
+    pkg = "big_proto"  # no cleanroom.toml there: the name derived from the repo folder
     target = r / "proto" / "m0.proto"
     for i, delay in enumerate((0.0, 0.02, 0.05, 0.1, 0.2)):
         target.write_text(target.read_text() + f"\nmessage Kill{i} {{ int32 n = 1; }}\n")
@@ -695,7 +695,7 @@ def test_pth_makes_the_package_importable_without_pythonpath(prepo: Path, tmp_pa
 
 
 def test_check_accepts_a_bare_config(prepo: Path, tmp_path: Path) -> None:
-    cfg = Config(proto=Proto(sources="proto"))
+    cfg = Config(proto=Proto(sources="proto", package=PKG))
     d = tmp_path / "out"
     assert proto.check(cfg, d, prepo)[0].startswith("missing:")
     proto.generate(Workspace(prepo, cfg), d)

@@ -85,7 +85,9 @@ class Variants:
 @dataclass(frozen=True)
 class Proto:
     sources: str = "proto"
-    package: str = "spectralmc_proto"
+    # The generated package's name; empty: derived (see Config.resolved), so no repo gets another
+    # project's name: "<legacy_module's top package>_proto", else "<repo folder>_proto".
+    package: str = ""
     out: str = "/opt"
     # Where `proto` writes on the host (an ignored folder), when not inside the container.
     host_out: str = ".cleanroom/proto"
@@ -157,6 +159,11 @@ class Config:
     test: Test = field(default_factory=Test)
     # The file it was read from (None: defaults only).
     source: Path | None = None
+    # The keys the file set ("proto.sources"): a default can then be told from a choice.
+    explicit: frozenset[str] = frozenset()
+
+    def is_set(self, key: str) -> bool:
+        return key in self.explicit
 
     def variants_on(self, repo: Path) -> bool:
         """Whether this repo uses pyproject variants: as configured, else whether one exists."""
@@ -166,10 +173,14 @@ class Config:
         return (repo / v.binary).is_file() or (repo / v.source).is_file()
 
     def resolved(self, repo: Path) -> Config:
-        """This config with ``[variants] enabled`` decided for ``repo`` (done once per command)."""
-        if self.variants.enabled is not None:
-            return self
-        return replace(self, variants=replace(self.variants, enabled=self.variants_on(repo)))
+        """This config with what depends on ``repo`` decided (done once per command): whether
+        variants are on, and the generated package's name when none is set."""
+        cfg = self
+        if cfg.variants.enabled is None:
+            cfg = replace(cfg, variants=replace(cfg.variants, enabled=cfg.variants_on(repo)))
+        if not cfg.proto.package:
+            cfg = replace(cfg, proto=replace(cfg.proto, package=derive_package(cfg.proto.legacy_module, repo)))
+        return cfg
 
     def artifact_patterns(self, repo: Path) -> tuple[str, ...]:
         """The artifact policy for ``repo``: the configured patterns, plus the root
@@ -180,6 +191,16 @@ class Config:
             if target not in pats and target not in self.artifacts.drop:
                 pats = (target, *pats)
         return pats
+
+
+def derive_package(legacy_module: str, repo: Path) -> str:
+    """A name for the generated package when the config gives none: ``<top>_proto`` for the
+    legacy module's top package, else for the repo folder's name (made an identifier)."""
+    base = legacy_module.split(".", 1)[0] if legacy_module else repo.resolve().name
+    base = re.sub(r"\W", "_", base).strip("_") or "generated"
+    if base[0].isdigit():
+        base = "_" + base
+    return f"{base.lower()}_proto"
 
 
 _SECTIONS: dict[str, type] = {
@@ -275,6 +296,8 @@ def parse_config(text: str, file: Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
     sections: dict[str, Any] = {}
+    explicit = frozenset(f"{sec}.{key}" for sec, table in data.items() if isinstance(table, dict)
+                         for key in table)
     for key, value in data.items():
         if key not in _SECTIONS:
             raise ConfigError(
@@ -283,7 +306,7 @@ def parse_config(text: str, file: Path) -> Config:
         if not isinstance(value, dict):
             raise ConfigError(f"{file}: '{key}' must be a table ([{key}]), got {value!r}")
         sections[key] = _build(_SECTIONS[key], value, key, file)
-    cfg = Config(**sections, source=file)
+    cfg = Config(**sections, source=file, explicit=explicit)
     _check(cfg, file)
     return cfg
 

@@ -109,7 +109,7 @@ def default_out(ws: Workspace) -> Path:
 
 
 def resolve_target(ws: Workspace, out: str | Path | None = None) -> Target:
-    p = ws.cfg.proto
+    p = ws.cfg.resolved(ws.repo).proto
     if not p.package.isidentifier():
         raise BadInput(f"[proto] package {p.package!r} is not a Python identifier")
     dest = Path(out).expanduser() if out is not None else default_out(ws)
@@ -140,12 +140,22 @@ def find_protos(t: Target) -> list[str]:
     if not found:
         raise BadInput(f"no .proto files under {t.sources_display}")
     found.sort()
+    import keyword
+
     for rel in found:
+        try:
+            os.stat(t.sources / rel)
+        except OSError as exc:
+            what = "a symlink loop" if exc.errno == 40 else (
+                "a dangling symlink" if os.path.islink(t.sources / rel) else exc.strerror)
+            raise BadInput(f"{t.sources_display}/{rel}: cannot be read ({what}): fix or remove it") from None
         for part in module_name(rel).split("."):
-            if not part.isidentifier():
+            if not part.isidentifier() or keyword.iskeyword(part):
+                why = "a Python keyword" if keyword.iskeyword(part) else "not a Python identifier"
                 raise BadInput(
                     f"{t.sources_display}/{rel}: gives the module name {module_name(rel)!r}, "
-                    f"and {part!r} is not a Python identifier: rename the file or folder"
+                    f"and {part!r} is {why}, so the generated package could not be imported: rename "
+                    "the file or folder"
                 )
     return found
 
