@@ -383,32 +383,14 @@ def _image_summary(tag: str) -> str:
     return f"{tag} ({parts[0][:19]}, {int(parts[1]) / 1e6:.0f} MB)"
 
 
-def _mounts_under(root: Path) -> list[str]:
-    """Mount points at or below ``root`` (deepest first), from /proc/self/mountinfo."""
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return []
-    prefix = str(root.resolve())
-    found = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 5:
-            continue
-        point = fields[4].encode().decode("unicode_escape")  # \040 for spaces etc.
-        if point == prefix or point.startswith(prefix + "/"):
-            found.append(point)
-    return sorted(found, key=len, reverse=True)
-
-
 def safe_remove_tree(path: Path) -> None:
     """Remove a rootfs tree, but never through a mount (a failed debootstrap can leave /proc,
     /sys or a bind-mounted /dev inside it, and deleting through those would hit the host)."""
     if not path.exists():
         return
-    for point in _mounts_under(path):
+    for point in planmod.mounts_under(path):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-    left = _mounts_under(path)
+    left = planmod.mounts_under(path)
     if left:
         print(f"base-image: not removing {path}: still mounted: {', '.join(left)}", file=sys.stderr)
         return

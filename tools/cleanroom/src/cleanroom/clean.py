@@ -13,10 +13,8 @@ the metadata of a package installed from the repo). Symlinks are removed as link
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from . import policy
 from .config import Config
 from .findings import human_size
 from .gitutil import file_size, git, require_repo, split0
-from .plan import Plan, Remove, execute
+from .plan import Plan, Remove
 from .verify import VerifyContext
 from .workspace import Workspace
 
@@ -60,29 +58,6 @@ class Cleanup:
         return [Remove(self.repo / i.path, f"{i.pattern}, {human_size(i.size)}") for i in self.items]
 
 
-def _match(spec: policy.Spec, parts: Sequence[str]) -> bool:
-    """Whether the path ``parts`` itself (not something under it) is what ``spec`` names."""
-    if not spec.anchored:
-        return fnmatch.fnmatchcase(parts[-1], spec.body)
-    if "**" in spec.body:
-        return fnmatch.fnmatchcase("/".join(parts), spec.body.replace("**/", "*"))
-    body = spec.body.split("/")
-    return len(body) == len(parts) and all(fnmatch.fnmatchcase(p, b) for p, b in zip(parts, body, strict=True))
-
-
-def _root_of(path: str, specs: Sequence[policy.Spec]) -> tuple[str, str, bool]:
-    """(the shortest prefix of ``path`` a pattern names, that pattern, whether it is a folder)."""
-    parts = path.split("/")
-    for i in range(1, len(parts) + 1):
-        is_dir = i < len(parts)
-        for spec in specs:
-            if spec.dir_only and not is_dir:
-                continue
-            if _match(spec, parts[:i]):
-                return "/".join(parts[:i]), spec.pattern, is_dir
-    return path, "", False
-
-
 def _in_use(repo: Path) -> list[Path]:
     """Folders in the repo the running interpreter depends on: its environment and the
     ``*.egg-info`` metadata directly on sys.path (an editable install's)."""
@@ -112,33 +87,58 @@ def _inside(path: Path, repo: Path) -> bool:
 def plan_clean(repo: Path, cfg: Config) -> Cleanup:
     require_repo(repo)
     ctx = VerifyContext(repo=repo, cfg=cfg)
-    specs = [policy.parse(p) for p in ctx.patterns]
+    specs = ctx.specs
     out = Cleanup(repo)
     groups: dict[str, tuple[str, bool, list[str]]] = {}
     nested: list[str] = []
     for path in ctx.disk_artifacts:
-        if path.endswith("/"):  # git does not descend into a nested repository: never deleted
+        if path.endswith("/"):  # a nested repository or a mount point: never looked into
             nested.append(path)
-            out.kept.append((path, "a nested git repository"))
+            why = ("a mount point: skipped, nothing in it is deleted" if path.rstrip("/") in ctx.mounts
+                   else "a nested git repository")
+            out.kept.append((path, why))
             continue
-        root, pattern, is_dir = _root_of(path, specs)
-        groups.setdefault(root, (pattern or "(policy)", is_dir, []))[2].append(path)
+        root, pattern, is_dir = policy.root_of(path, specs)
+        if not pattern:  # only what the policy names is ever deleted
+            out.kept.append((path, "not named by the artifact policy"))
+            continue
+        groups.setdefault(root, (pattern, is_dir, []))[2].append(path)
 
-    # A folder is removed whole only when nothing in it is tracked or allowed.
+    # A folder is removed whole only when nothing in it is tracked, allowed, nested or mounted.
+    # One that holds tracked files is a source folder that happens to have an artifact's name
+    # (tools/build/): of its untracked files only those another pattern names are deleted.
     folders = [r for r, (_, is_dir, _) in groups.items() if is_dir]
     holding: set[str] = set()
+    tracked_in: set[str] = set()
     if folders:
-        for t in [*split0(git(repo, "ls-files", "-z", "--", *(f":(literal){f}" for f in folders))), *nested]:
+        for t in split0(git(repo, "ls-files", "-z", "--", *(f":(literal){f}" for f in folders))):
+            hit = {f for f in folders if t.startswith(f + "/")}
+            holding |= hit
+            tracked_in |= hit
+        for t in nested:
             holding.update(f for f in folders if t.startswith(f + "/"))
     in_use = _in_use(repo)
     final: dict[str, tuple[str, bool, list[str]]] = {}
     for root, (pattern, is_dir, files) in groups.items():
         if is_dir and (root in holding or ctx.allowed(root) or any(ctx.allowed(f) for f in files)):
-            why = ("holds tracked files or a nested repository" if root in holding
+            why = ("holds tracked files" if root in tracked_in else
+                   "holds a nested repository or a mount point" if root in holding
                    else "holds paths allowed in cleanroom.toml")
-            out.kept.append((root + "/", f"{why}: only its other artifact files are deleted"))
+            keep_own = root in tracked_in
+            kept_n = 0
             for f in files:
-                final[f] = (pattern, False, [f])
+                inner_root, inner_pat, inner_dir = policy.root_of(f[len(root) + 1:], specs)
+                if keep_own and not inner_pat:
+                    kept_n += 1
+                    continue
+                if inner_pat and inner_dir:
+                    sub = f"{root}/{inner_root}"
+                    final.setdefault(sub, (inner_pat, True, []))[2].append(f)
+                else:
+                    final[f] = (inner_pat or pattern, False, [f])
+            what = (f"{kept_n} untracked file(s) in it kept: a folder git tracks files in is a source folder"
+                    if keep_own else "only its other artifact files are deleted")
+            out.kept.append((root + "/", f"{why}: {what}"))
         else:
             final[root] = (pattern, is_dir, files)
 
@@ -163,6 +163,33 @@ def plan_clean(repo: Path, cfg: Config) -> Cleanup:
     return out
 
 
+def delete(c: Cleanup) -> list[str]:
+    """Delete every item, never crossing a mount point; what could not be deleted (a line each:
+    an immutable file, a read-only mount), the rest done."""
+    import shutil
+
+    failed: list[str] = []
+    repo_dev = c.repo.stat().st_dev
+
+    def onerror(fn: object, path: str, exc: object) -> None:
+        err = exc[1] if isinstance(exc, tuple) else exc
+        why = getattr(err, "strerror", None) or str(err)
+        failed.append(f"could not delete {os.path.relpath(path, c.repo)}: {why}")
+
+    for item in c.items:
+        p = c.repo / item.path
+        try:
+            if item.link or not item.folder:
+                p.unlink(missing_ok=True)
+            elif p.lstat().st_dev != repo_dev:
+                failed.append(f"could not delete {item.shown}: a mount point (skipped)")
+            else:
+                shutil.rmtree(p, onerror=onerror)
+        except OSError as exc:
+            failed.append(f"could not delete {item.shown}: {exc.strerror or exc}")
+    return failed
+
+
 def render(c: Cleanup, deleted: bool) -> str:
     if not c.items:
         lines = ["clean: nothing to delete: no host-side artifacts the policy names"]
@@ -179,9 +206,13 @@ def render(c: Cleanup, deleted: bool) -> str:
     return "\n".join(lines)
 
 
-def clean(ws: Workspace, yes: bool = False) -> str:
-    """List the artifacts (``yes``: delete them). Returns the report to print."""
+def clean(ws: Workspace, yes: bool = False) -> tuple[str, int]:
+    """List the artifacts (``yes``: delete them). Returns the report and the exit code (1 when
+    something could not be deleted)."""
     c = plan_clean(ws.repo, ws.cfg)
-    if yes:
-        execute(c.plan)
-    return render(c, deleted=yes)
+    failed = delete(c) if yes else []
+    report = render(c, deleted=yes)
+    if failed:
+        report += "\n" + "\n".join(f"clean: {f}" for f in failed)
+        report += f"\nclean: {len(failed)} path(s) could not be deleted; the rest were"
+    return report, 1 if failed else 0

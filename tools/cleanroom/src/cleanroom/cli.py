@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
-from .errors import EXIT_FINDINGS, EXIT_OK, CleanroomError
+from .errors import EXIT_FINDINGS, EXIT_OK, BadInput, CleanroomError
 from .workspace import Workspace
 
 Handler = Callable[[Workspace, argparse.Namespace], int]
@@ -30,10 +30,15 @@ class _Parser(argparse.ArgumentParser):
 
 def cmd_select(ws: Workspace, args: argparse.Namespace) -> int:
     # Imports are lazy everywhere here: `cleanroom proto`'s no-op path must start fast.
+    from . import settings
     from .plan import execute
     from .variants import select_plan
 
-    index_url = args.index_url or os.environ.get("CLEANROOM_INDEX_URL") or None
+    if args.index_url is not None:
+        why = settings.BY_NAME["CLEANROOM_INDEX_URL"].check(args.index_url)
+        if why is not None or not args.index_url:
+            raise BadInput(f"--index-url {args.index_url!r}: {why or 'expected a URL'}")
+    index_url = args.index_url or settings.get("CLEANROOM_INDEX_URL") or None
     from pathlib import Path
 
     wheels = Path(args.wheels) if args.wheels else None
@@ -105,6 +110,8 @@ def cmd_context(ws: Workspace, args: argparse.Namespace) -> int:
 def cmd_proto(ws: Workspace, args: argparse.Namespace) -> int:
     from .proto import generate, render_check, status
 
+    if args.out is not None and not args.out.strip():
+        raise BadInput("--out '': expected a folder (the generated package goes into DIR/<package>)")
     if args.check:
         st = status(ws, args.out)
         print(render_check(st))
@@ -150,15 +157,17 @@ def cmd_base_image(ws: Workspace, args: argparse.Namespace) -> int:
 def cmd_migrate_proto(ws: Workspace, args: argparse.Namespace) -> int:
     from .migrate import migrate
 
-    print(migrate(ws, apply=args.apply, allow_dirty=args.allow_dirty))
-    return EXIT_OK
+    report, rc = migrate(ws, apply=args.apply, allow_dirty=args.allow_dirty)
+    print(report)
+    return rc
 
 
 def cmd_clean(ws: Workspace, args: argparse.Namespace) -> int:
     from .clean import clean
 
-    print(clean(ws, yes=args.yes))
-    return EXIT_OK
+    report, rc = clean(ws, yes=args.yes)
+    print(report)
+    return rc
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -302,7 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # file names that are not UTF-8 (git hands them over as surrogates) go out as their bytes
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     try:
+        from . import settings
+
+        settings.check()
         if getattr(args, "own_workspace", None):  # doctor: a bad config is a row, not an exit 2
             return int(args.own_workspace(args))
         ws = Workspace.load(args.repo, args.config)

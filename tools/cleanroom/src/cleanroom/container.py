@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import settings
 from .dockerenv import Builder, DockerEnv, require_engine
 from .errors import BadInput, CleanroomError, StepFailed, ToolMissing
 from .plan import Run, run_command
@@ -43,9 +44,9 @@ def derive_index_url() -> tuple[str | None, str]:
     derived at run time from pip's own configuration, falling back to pip's default index: the
     per-version JSON API Poetry's default source needs is not served by every mirror.
     """
-    if "CLEANROOM_INDEX_URL" in os.environ:
-        url = os.environ["CLEANROOM_INDEX_URL"].strip()
-        return (url or None), "CLEANROOM_INDEX_URL"
+    chosen = settings.get("CLEANROOM_INDEX_URL")
+    if chosen is not None:
+        return (chosen or None), "CLEANROOM_INDEX_URL"
     url = os.environ.get("PIP_INDEX_URL", "").strip()
     if url:
         return url, "PIP_INDEX_URL"
@@ -62,7 +63,7 @@ def derive_index_url() -> tuple[str | None, str]:
 
 
 def native_from_source() -> str:
-    return os.environ.get("CLEANROOM_NATIVE_FROM_SOURCE", "")
+    return (settings.get("CLEANROOM_NATIVE_FROM_SOURCE") or "").strip()
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,8 @@ def build_spec(ws: Workspace, variant: str, env: DockerEnv) -> BuildSpec:
     dockerfile = d.binary_dockerfile if variant == "binary" else d.source_dockerfile
     if not (ws.repo / dockerfile).is_file():
         raise BadInput(f"{ws.repo / dockerfile}: Dockerfile not found (cleanroom.toml [docker])")
-    want_gpu = os.environ.get("CLEANROOM_WITH_GPU")
-    with_gpu = env.gpu if want_gpu in (None, "") else want_gpu == "true"
+    want_gpu = settings.flag("CLEANROOM_WITH_GPU")
+    with_gpu = env.gpu if want_gpu is None else want_gpu
     url, origin = derive_index_url()
     return BuildSpec(variant, dockerfile, f"{d.project}/{d.service}:{variant}", with_gpu, env.gpu,
                      url, origin, native_from_source() if variant == "source" else "")
@@ -212,7 +213,7 @@ class Pipeline:
         from .baseimage import ensure_base_image, image_exists
 
         assert self.env is not None and self.env.client is not None
-        chosen = os.environ.get("CLEANROOM_BASE_IMAGE", "").strip()
+        chosen = (settings.get("CLEANROOM_BASE_IMAGE") or "").strip()
         if chosen:
             say(f"    base image {chosen} (from CLEANROOM_BASE_IMAGE)")
             self.base = chosen

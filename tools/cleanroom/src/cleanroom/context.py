@@ -178,7 +178,9 @@ def choose_builder(requested: str | None = None) -> BuilderModel:
     and ``docker buildx version``, run side by side; the daemon's version is asked only for
     the classic builder, whose daemon removes an excluded Dockerfile.
     """
-    want = requested or os.environ.get("CLEANROOM_BUILDER") or None
+    from . import settings
+
+    want = requested or settings.get("CLEANROOM_BUILDER") or None
     if want is not None and want not in BUILDERS:
         raise BadInput(f"unknown builder {want!r} (--builder or CLEANROOM_BUILDER): "
                        "expected buildkit or classic")
@@ -567,7 +569,9 @@ def _run_engine(repo: Path, builds: list[Build], opts: Options) -> int:
     from .errors import ToolMissing
 
     env = require_engine()
-    want = opts.builder or os.environ.get("CLEANROOM_BUILDER") or None
+    from . import settings
+
+    want = opts.builder or settings.get("CLEANROOM_BUILDER") or None
     if want is not None and want not in BUILDERS:
         raise BadInput(f"unknown builder {want!r}: expected buildkit or classic")
     builder = env.builder if want is None else next((b for b in env.builders if b.name == want), None)

@@ -76,7 +76,9 @@ class DockerEnv:
 
     @property
     def builder(self) -> Builder | None:
-        want = os.environ.get("CLEANROOM_BUILDER")
+        from . import settings
+
+        want = settings.get("CLEANROOM_BUILDER") or None
         for b in self.builders:
             if want in (None, "", b.name):
                 return b

@@ -105,18 +105,40 @@ def render_concise(r: Result) -> str:
     return "\n".join(lines)
 
 
+def utf8(s: str) -> str:
+    """``s`` as valid UTF-8: a file name byte that is not UTF-8 (read by git with
+    surrogateescape) becomes ``\\xNN``."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def render_json(r: Result) -> str:
+    escaped = False
+
+    def clean(s: str) -> str:
+        nonlocal escaped
+        out = utf8(s)
+        escaped = escaped or out != s
+        return out
+
     def doc(f: Finding) -> dict[str, object]:
-        d = asdict(f)
-        d["related"] = list(f.related)
+        d = {k: clean(v) if isinstance(v, str) else v for k, v in asdict(f).items()}
+        d["related"] = [clean(x) for x in f.related]
         return d
 
+    findings = [doc(f) for f in sorted(r.findings, key=Finding.sort_key)]
+    notes = [clean(n) for n in r.notes]
+    if escaped:
+        notes.append("file names that are not valid UTF-8 are shown with \\xNN escapes for their bytes")
     return json.dumps(
         {
-            "findings": [doc(f) for f in sorted(r.findings, key=Finding.sort_key)],
+            "findings": findings,
             "checked": list(r.checked),
             "skipped": dict(r.skipped or {}),
-            "notes": list(r.notes),
+            "notes": notes,
             "summary": {"count": len(r.findings), **_counts(r.findings)},
         },
         indent=2,

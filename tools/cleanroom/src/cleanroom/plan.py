@@ -96,6 +96,25 @@ def atomic_write(path: Path, content: str | bytes) -> None:
         raise
 
 
+def mounts_under(root: Path) -> list[str]:
+    """Mount points at or below ``root`` (deepest first), from /proc/self/mountinfo: a bind mount
+    of a folder of the same filesystem has the same st_dev, so the kernel's table is the truth."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    prefix = str(root.resolve())
+    found = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        point = fields[4].encode().decode("unicode_escape")  # \040 for spaces etc.
+        if point == prefix or point.startswith(prefix + "/"):
+            found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
 def remove_path(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink(missing_ok=True)
@@ -148,8 +167,15 @@ def execute(plan: Sequence[Action], *, dry_run: bool = False, out: IO[str] | Non
         if isinstance(action, Run):
             run_command(action, out)
         elif isinstance(action, WriteFile):
-            atomic_write(action.path, action.content)
+            try:
+                atomic_write(action.path, action.content)
+            except OSError as exc:
+                raise StepFailed(f"cannot write {exc.filename or action.path}: {exc.strerror or exc}"
+                                 " (the file is as it was)") from None
         elif isinstance(action, Remove):
-            remove_path(action.path)
+            try:
+                remove_path(action.path)
+            except OSError as exc:
+                raise StepFailed(f"cannot delete {exc.filename or action.path}: {exc.strerror or exc}") from None
         else:
             action.fn()

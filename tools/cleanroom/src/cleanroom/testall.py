@@ -8,7 +8,6 @@ passed to pytest. No pty is used, so it works with or without a terminal.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -37,7 +36,9 @@ def run_test_all(args: Sequence[str], log: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    log = Path(os.environ.get("CLEANROOM_TEST_LOG", DEFAULT_LOG))
+    from . import settings
+
+    log = Path(settings.get("CLEANROOM_TEST_LOG") or DEFAULT_LOG)
     if args[:1] == ["--log"] and len(args) >= 2:
         log, args = Path(args[1]), args[2:]
     try:

@@ -162,15 +162,16 @@ class VerifyContext:
         if self.listing is None:
             self.listing = start_listing(self.repo, self.cfg)
         tracked, others, _ = self.listing.result()
-        # The listed names (ignore files, Dockerfiles, markers) among them: never a folder entry.
-        named = {p for p in (*tracked, *others)
-                 if not p.endswith("/") and _LISTED_RE.match(p.rpartition("/")[2])}
-        ign = sorted(p for p in named if _is_ignore_file(p))
-        gi = sorted(p for p in named if _is_gitignore(p))
-        dfs = sorted(p for p in named if _is_dockerfile(p))
-        marks = sorted(p for p in named if _is_marker(p))
+        # The listed names (ignore files, Dockerfiles, markers) among them; a folder so named
+        # (an untracked `team.dockerignore/`) comes as one entry too.
+        named = {p for p in (*tracked, *others) if _LISTED_RE.match(p.rstrip("/").rpartition("/")[2])}
+        files = [p for p in named if not p.endswith("/")]
+        ign = sorted(p for p in files if _is_ignore_file(p))
+        gi = sorted(p for p in files if _is_gitignore(p))
+        dfs = sorted(p for p in files if _is_dockerfile(p))
+        marks = sorted(p for p in files if _is_marker(p))
         # a listed name is an artifact only when the policy names it too
-        not_artifact = {p for p in named if not policy.root_of(p, self.specs)[1]}
+        not_artifact = {p for p in named if not self.pattern_of(p)}
         return ([p for p in tracked if p not in not_artifact], [p for p in others if p not in not_artifact],
                 ign, gi, dfs, marks)
 
@@ -193,21 +194,30 @@ class VerifyContext:
         return self._listing[1]
 
     @cached_property
+    def mounts(self) -> set[str]:
+        """Mount points inside the repo (repo-relative): never looked into, never deleted."""
+        from .plan import mounts_under
+
+        top = str(self.repo.resolve())
+        return {os.path.relpath(m, top).replace(os.sep, "/") for m in mounts_under(self.repo) if m != top}
+
+    @cached_property
     def disk_artifacts(self) -> list[str]:
         """Untracked artifact files on disk, folders expanded (links not followed); a nested
-        git repository stays one entry ending in "/" (never looked into)."""
+        git repository or a mount point stays one entry ending in "/" (never looked into)."""
         out: list[str] = []
+        mounts = self.mounts
         for e in self.disk_entries:
             if not e.endswith("/"):
                 out.append(e)
                 continue
             top = self.repo / e
-            if (top / ".git").exists():
+            if (top / ".git").exists() or e.rstrip("/") in mounts:
                 out.append(e)
                 continue
             for root, dirs, files in os.walk(top):
                 rel = self.rel(Path(root))
-                nested = [d for d in dirs if (Path(root) / d / ".git").exists()]
+                nested = [d for d in dirs if (Path(root) / d / ".git").exists() or f"{rel}/{d}" in mounts]
                 out += [f"{rel}/{d}/" for d in nested]
                 dirs[:] = sorted(d for d in dirs if d not in nested)
                 out += [f"{rel}/{f}" for f in sorted(files)]

@@ -33,9 +33,13 @@ class Workspace:
     def load(cls, repo: str | Path | None = None, config: str | Path | None = None) -> Workspace:
         if repo is not None:
             root = Path(repo).expanduser()
-            if not root.is_dir():
-                raise BadInput(f"--repo {repo}: no such folder")
-            root = root.resolve()
+            try:
+                if not root.is_dir():
+                    raise BadInput(f"--repo {repo}: no such folder")
+                root = root.resolve()
+            except OSError as exc:
+                shown = str(repo) if len(str(repo)) <= 80 else str(repo)[:77] + "..."
+                raise BadInput(f"--repo {shown}: {exc.strerror or exc}") from None
         else:
             root = find_repo(Path.cwd())
         cfg_path = Path(config).expanduser() if config is not None else None
