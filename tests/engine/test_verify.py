@@ -313,3 +313,17 @@ def test_clean_with_submodule(vrepo: Path, tmp_path: Path) -> None:
     git(vrepo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "vendor/sub")
     git(vrepo, "commit", "-q", "-m", "sub")
     assert verify(vrepo) == (0, [])
+
+
+def test_file_in_a_folder_named_like_an_ignore_file_is_no_artifact(repo: Path) -> None:
+    """git lists `notes/team.dockerignore/README.txt` when `*.dockerignore` (a name verify asks
+    git for, to find ignore files) matches its folder: that is no artifact, tracked or not."""
+    (repo / "notes" / "team.dockerignore").mkdir(parents=True)
+    (repo / "notes" / "team.dockerignore" / "README.txt").write_text("x\n")
+    (repo / "notes" / "Dockerfile.d").mkdir()
+    (repo / "notes" / "Dockerfile.d" / "untracked.txt").write_text("y\n")
+    git(repo, "add", "notes/team.dockerignore/README.txt")
+    git(repo, "commit", "-q", "-m", "notes")
+    r = cli("verify", "--json", cwd=repo)
+    assert r.rc == 0, r.text
+    assert json.loads(r.out)["findings"] == []

@@ -59,7 +59,7 @@ class Build:
             return self.inline
         try:
             return self.dockerfile.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+        except (OSError, UnicodeDecodeError, ValueError):  # ValueError: a NUL in the path
             return None
 
 

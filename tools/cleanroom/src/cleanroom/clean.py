@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,43 +164,64 @@ def plan_clean(repo: Path, cfg: Config) -> Cleanup:
     return out
 
 
-def delete(c: Cleanup) -> list[str]:
-    """Delete every item, never crossing a mount point; what could not be deleted (a line each:
-    an immutable file, a read-only mount), the rest done."""
+def delete(c: Cleanup) -> tuple[list[str], set[str]]:
+    """Delete every item, never crossing a mount point. Returns a line per path that could not be
+    deleted (an immutable file, a read-only mount; not the folders above it, which stay only
+    because it does) and the items not wholly deleted; the rest is done."""
     import shutil
 
     failed: list[str] = []
+    left: set[str] = set()
     repo_dev = c.repo.stat().st_dev
+
+    below: list[str] = []  # what could not be deleted in the current item's folder
 
     def onerror(fn: object, path: str, exc: object) -> None:
         err = exc[1] if isinstance(exc, tuple) else exc
-        why = getattr(err, "strerror", None) or str(err)
-        failed.append(f"could not delete {os.path.relpath(path, c.repo)}: {why}")
+        rel = os.path.relpath(path, c.repo)
+        if any(b.startswith(rel + os.sep) for b in below):
+            return  # a folder kept by what is in it: that path has its line
+        below.append(rel)
+        failed.append(f"could not delete {rel}: {getattr(err, 'strerror', None) or err}")
 
     for item in c.items:
         p = c.repo / item.path
+        below.clear()
         try:
             if item.link or not item.folder:
                 p.unlink(missing_ok=True)
             elif p.lstat().st_dev != repo_dev:
                 failed.append(f"could not delete {item.shown}: a mount point (skipped)")
+                left.add(item.path)
             else:
                 shutil.rmtree(p, onerror=onerror)
         except OSError as exc:
             failed.append(f"could not delete {item.shown}: {exc.strerror or exc}")
-    return failed
+            left.add(item.path)
+        if below:
+            left.add(item.path)
+    return failed, left
 
 
-def render(c: Cleanup, deleted: bool) -> str:
+def render(c: Cleanup, deleted: bool, left: Collection[str] = ()) -> str:
     if not c.items:
         lines = ["clean: nothing to delete: no host-side artifacts the policy names"]
     else:
-        head = "deleted" if deleted else "would delete (run with --yes to delete)"
-        lines = [f"clean: {head}: {len(c.items)} artifact(s), {human_size(c.size)}"]
+        done = [i for i in c.items if i.path not in left]
+        if not deleted:
+            head = f"would delete (run with --yes to delete): {len(c.items)} artifact(s), {human_size(c.size)}"
+        elif left:
+            head = (f"deleted: {len(done)} of {len(c.items)} artifact(s), "
+                    f"{human_size(sum(i.size for i in done))}")
+        else:
+            head = f"deleted: {len(c.items)} artifact(s), {human_size(c.size)}"
+        lines = [f"clean: {head}"]
         width = max(len(i.shown) for i in c.items)
         for i in c.items:
             what = f"{i.files} file(s)" if i.folder else "a link, removed as a link" if i.link else ""
             note = f"  ({i.pattern}{', ' + what if what else ''})"
+            if i.path in left:
+                note += "  not (wholly) deleted: see below"
             lines.append(f"  {i.shown.ljust(width)}  {human_size(i.size).rjust(10)}{note}")
     for path, why in c.kept:
         lines.append(f"  kept {path}: {why}")
@@ -210,8 +232,8 @@ def clean(ws: Workspace, yes: bool = False) -> tuple[str, int]:
     """List the artifacts (``yes``: delete them). Returns the report and the exit code (1 when
     something could not be deleted)."""
     c = plan_clean(ws.repo, ws.cfg)
-    failed = delete(c) if yes else []
-    report = render(c, deleted=yes)
+    failed, left = delete(c) if yes else ([], set())
+    report = render(c, deleted=yes, left=left)
     if failed:
         report += "\n" + "\n".join(f"clean: {f}" for f in failed)
         report += f"\nclean: {len(failed)} path(s) could not be deleted; the rest were"

@@ -7,6 +7,7 @@ engine is missing. Errors are one line (plus detail where it helps), never a tra
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -17,6 +18,46 @@ from .errors import EXIT_FINDINGS, EXIT_OK, BadInput, CleanroomError
 from .workspace import Workspace
 
 Handler = Callable[[Workspace, argparse.Namespace], int]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that cleanup runs as for Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+class _OutputError(OSError):
+    """Standard output could not be written (not a file the command was writing)."""
+
+
+class _Stdout(io.FileIO):
+    """Standard output's file descriptor, its write errors told apart from other I/O errors."""
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputError(exc.errno, exc.strerror) from None
+
+
+def _name_stdout_errors() -> None:
+    """Route the real standard output through :class:`_Stdout` (not a stream a caller put in
+    its place, such as a test's capture)."""
+    out = sys.stdout
+    if out is None or out is not sys.__stdout__ or not isinstance(out, io.TextIOWrapper):
+        return
+    try:
+        fd = out.fileno()
+        out.flush()
+    except (OSError, ValueError):
+        return
+    raw = _Stdout(fd, "w", closefd=False)
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw), encoding=out.encoding, errors="surrogateescape",
+                                  line_buffering=out.line_buffering)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,6 +98,8 @@ def cmd_verify(ws: Workspace, args: argparse.Namespace) -> int:
     from .gitutil import Listing, require_repo
     from .policy import LISTED_NAMES
 
+    if args.out is not None and not args.out.strip():
+        raise BadInput("--out '': expected the folder the generated package is in")
     require_repo(ws.repo)
     # git starts walking the tree now, while the rest of the engine is imported
     listing = None if args.fix else Listing(ws.repo, [*ws.cfg.artifact_patterns(ws.repo), *LISTED_NAMES])
@@ -310,16 +353,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # an option no command takes: named by the command's parser (`cleanroom verify: error:`)
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     # file names that are not UTF-8 (git hands them over as surrogates) go out as their bytes
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="surrogateescape")
+    _name_stdout_errors()
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM unwinds like Ctrl-C: a temporary file or tree being written is removed on the way out.
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         from . import settings
 
         settings.check()
-        if getattr(args, "own_workspace", None):  # doctor: a bad config is a row, not an exit 2
+        if getattr(args, "own_workspace", None):  # doctor (a bad config is a row, not an exit 2), completion
             return int(args.own_workspace(args))
         ws = Workspace.load(args.repo, args.config)
         handler: Handler = args.handler
@@ -335,12 +389,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             import json
 
             print(json.dumps({"error": exc.message, "exit_code": exc.exit_code}))
+        elif getattr(args, "format", "") == "sarif":
+            # and a SARIF reader a valid log that says the run failed, and why
+            from .findings import Result, render_sarif
+
+            print(render_sarif(Result([], []), error=exc.message))
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"cleanroom {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        term = isinstance(exc, Terminated)
+        print(f"cleanroom {args.command}: {'terminated' if term else 'interrupted'}", file=sys.stderr)
+        return 143 if term else 130
     except BrokenPipeError:
         # The reader went away (`cleanroom verify | head`): stop quietly, as other tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        # An I/O failure no step caught, standard output's above all (a full disk:
+        # `cleanroom verify > /dev/full`): one line and exit 1, as for any failed write.
+        if isinstance(exc, _OutputError):
+            what = "cannot write standard output: "
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes nowhere
+        else:
+            what = f"{exc.filename}: " if exc.filename else ""
+        print(f"cleanroom {args.command}: error: {what}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FINDINGS

@@ -325,6 +325,11 @@ def _check(cfg: Config, file: Path) -> None:
     for i, b in enumerate(cfg.docker.builds):
         if not b.dockerfile.strip():
             raise ConfigError(f"{file}: docker.builds[{i}].dockerfile: expected a path to a Dockerfile")
+    target = cfg.variants.target
+    if not target.strip() or Path(target).is_absolute() or ".." in Path(target).parts:
+        # select writes it, and verify and clean treat it as this repo's artifact
+        raise ConfigError(f"{file}: variants.target: {target!r} is not a path inside the repo "
+                          "(expected a relative path without '..', e.g. 'pyproject.toml')")
 
 
 def load_config(repo: Path, path: Path | None = None) -> Config:

@@ -435,6 +435,25 @@ class Options:
     top: int = 10
 
 
+def _json(doc: object) -> str:
+    """``doc`` as JSON that is valid UTF-8: a file name byte that is not UTF-8 (read with
+    surrogateescape) is written as ``\\xNN`` text, as verify's JSON does."""
+    import json
+
+    from .findings import utf8
+
+    def clean(x: object) -> object:
+        if isinstance(x, str):
+            return utf8(x)
+        if isinstance(x, dict):
+            return {clean(k): clean(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(doc), indent=1, ensure_ascii=False) + "\n"
+
+
 def _emit(text: str) -> None:
     import sys
 
@@ -446,7 +465,6 @@ def _emit(text: str) -> None:
 
 def run(repo: Path, builds: list[Build], opts: Options) -> int:
     """``cleanroom context``: print the listing (or --sizes, --why, --engine); the exit code."""
-    import json
 
     chosen = select_builds(builds, opts.build)
     if opts.engine:
@@ -470,7 +488,7 @@ def run(repo: Path, builds: list[Build], opts: Options) -> int:
                 docs.append(_error_json(li[0], li[1], repo, model))
             else:
                 docs.append(_build_json(li, repo, opts))
-        _emit(json.dumps({"builds": docs}, indent=1, ensure_ascii=False) + "\n")
+        _emit(_json({"builds": docs}))
         return rc
     out: list[str] = []
     for li in listings:
@@ -528,7 +546,6 @@ def _sizes_text(s: Sizes) -> list[str]:
 
 
 def _run_why(repo: Path, builds: list[Build], model: BuilderModel, opts: Options) -> int:
-    import json
 
     rows: list[dict[str, object]] = []
     lines: list[str] = []
@@ -555,14 +572,13 @@ def _run_why(repo: Path, builds: list[Build], model: BuilderModel, opts: Options
                 "pattern": pat or None, "reason": w.reason,
             })
     if opts.json:
-        _emit(json.dumps({"why": rows}, indent=1, ensure_ascii=False) + "\n")
+        _emit(_json({"why": rows}))
     else:
         _emit("\n".join(lines) + "\n")
     return 0
 
 
 def _run_engine(repo: Path, builds: list[Build], opts: Options) -> int:
-    import json
 
     from .dockerenv import require_engine
     from .engine_context import compare
@@ -592,7 +608,7 @@ def _run_engine(repo: Path, builds: list[Build], opts: Options) -> int:
         lines += [f"only in the engine: {p}" for p in d.only_engine]
         lines += [f"only computed: {p}" for p in d.only_computed]
     if opts.json:
-        _emit(json.dumps({"builds": docs}, indent=1, ensure_ascii=False) + "\n")
+        _emit(_json({"builds": docs}))
     else:
         _emit("\n".join(lines) + "\n")
     return 1 if differ else 0

@@ -35,9 +35,18 @@ def git(repo: Path, *args: str, stdin: bytes | None = None, ok: Sequence[int] = 
         env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"},
     )
     if p.returncode not in ok:
-        msg = p.stderr.decode(errors="replace").strip().splitlines()
-        raise BadInput(f"git {args[0]} failed in {repo}: {msg[-1] if msg else p.returncode}")
+        raise BadInput(f"git {args[0]} failed in {repo}: {_verdict(p.stderr, p.returncode)}")
     return p.stdout
+
+
+def _verdict(stderr: bytes, rc: int) -> str:
+    """git's own verdict from its stderr (``fatal: ...``), not the advice it prints below it."""
+    msg = stderr.decode(errors="replace").strip().splitlines()
+    for kind in ("fatal:", "error:"):
+        for line in msg:
+            if line.startswith(kind):
+                return line
+    return msg[-1] if msg else f"exit code {rc}"
 
 
 def split0(data: bytes) -> list[str]:
@@ -126,9 +135,7 @@ class Listing:
                 for p in self._procs:
                     out, err = p.communicate()
                     if p.returncode != 0:
-                        msg = err.decode(errors="replace").strip().splitlines()
-                        raise BadInput(f"git ls-files failed in {self.repo}: "
-                                       f"{msg[-1] if msg else p.returncode}")
+                        raise BadInput(f"git ls-files failed in {self.repo}: {_verdict(err, p.returncode)}")
                     outs.append(split0(out))
             finally:
                 self._policy.__exit__()

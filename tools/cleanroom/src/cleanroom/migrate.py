@@ -32,9 +32,11 @@ files, the sources the folder the tracked ``.proto`` files import from, and the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
+import keyword
 import os
 import re
 import shlex
@@ -472,8 +474,9 @@ def _ignore_changes(ctx: VerifyContext) -> list[IgnoreChange]:
 
 def _validate(cfg: Config) -> None:
     p = cfg.proto
-    if not p.package.isidentifier():
-        raise BadInput(f"[proto] package {p.package!r} is not a Python identifier")
+    if not p.package.isidentifier() or keyword.iskeyword(p.package):
+        why = "a Python keyword" if keyword.iskeyword(p.package) else "not a Python identifier"
+        raise BadInput(f"[proto] package {p.package!r} is {why}: the generated package could not be imported")
     if p.legacy_module and not _DOTTED.match(p.legacy_module):
         raise BadInput(f"[proto] legacy_module {p.legacy_module!r} is not a dotted module name "
                        "(e.g. 'pkg.proto')")
@@ -859,6 +862,10 @@ def apply_migration(m: Migration) -> None:
     writes += [(repo / r.path, r.new) for r in m.rewrites]
     state = {"state": "writing", "files": [os.path.relpath(t, repo) for t, _ in writes], "untrack": m.untrack}
     staging = _staging(repo)
+    lock = _git_dir(repo) / "index.lock"
+    if m.untrack and lock.exists():  # `git rm --cached` would fail after the files were swapped
+        raise StepFailed(f"cannot write {lock}: git's index is locked (another git command is running, "
+                         "or one crashed and left the lock; remove it if none runs): nothing was changed")
     old_term = signal.signal(signal.SIGTERM, _term_as_interrupt)
     try:
         try:
@@ -873,7 +880,8 @@ def apply_migration(m: Migration) -> None:
             import shutil
 
             shutil.rmtree(staging, ignore_errors=True)
-            journal.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only repo: there is none to remove
+                journal.unlink(missing_ok=True)
             if isinstance(exc, OSError):
                 raise StepFailed(f"cannot write {exc.filename or repo}: {exc.strerror or exc}: nothing "
                                  "was changed") from None

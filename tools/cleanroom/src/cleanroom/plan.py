@@ -170,7 +170,8 @@ def execute(plan: Sequence[Action], *, dry_run: bool = False, out: IO[str] | Non
             try:
                 atomic_write(action.path, action.content)
             except OSError as exc:
-                raise StepFailed(f"cannot write {exc.filename or action.path}: {exc.strerror or exc}"
+                # named as the file it was to be (the error's own name may be the temporary file)
+                raise StepFailed(f"cannot write {action.path}: {exc.strerror or exc}"
                                  " (the file is as it was)") from None
         elif isinstance(action, Remove):
             try:

@@ -110,8 +110,11 @@ def default_out(ws: Workspace) -> Path:
 
 def resolve_target(ws: Workspace, out: str | Path | None = None) -> Target:
     p = ws.cfg.resolved(ws.repo).proto
-    if not p.package.isidentifier():
-        raise BadInput(f"[proto] package {p.package!r} is not a Python identifier")
+    import keyword
+
+    if not p.package.isidentifier() or keyword.iskeyword(p.package):
+        why = "a Python keyword" if keyword.iskeyword(p.package) else "not a Python identifier"
+        raise BadInput(f"[proto] package {p.package!r} is {why}: the generated package could not be imported")
     dest = Path(out).expanduser() if out is not None else default_out(ws)
     return Target(
         repo=ws.repo,
@@ -142,6 +145,7 @@ def find_protos(t: Target) -> list[str]:
     found.sort()
     import keyword
 
+    modules: dict[str, str] = {}
     for rel in found:
         try:
             os.stat(t.sources / rel)
@@ -149,6 +153,13 @@ def find_protos(t: Target) -> list[str]:
             what = "a symlink loop" if exc.errno == 40 else (
                 "a dangling symlink" if os.path.islink(t.sources / rel) else exc.strerror)
             raise BadInput(f"{t.sources_display}/{rel}: cannot be read ({what}): fix or remove it") from None
+        if module_name(rel) in modules:
+            raise BadInput(
+                f"{t.sources_display}/{modules[module_name(rel)]} and {t.sources_display}/{rel} both give "
+                f"the module name {module_name(rel)!r} (protoc turns '-' into '_' and '.' into '/'): "
+                "rename one"
+            )
+        modules[module_name(rel)] = rel
         for part in module_name(rel).split("."):
             if not part.isidentifier() or keyword.iskeyword(part):
                 why = "a Python keyword" if keyword.iskeyword(part) else "not a Python identifier"
@@ -642,6 +653,12 @@ def _exchange(a: Path, b: Path) -> bool:
 def _rmtree(path: Path) -> None:
     import shutil
 
+    if path.is_symlink():  # a link is removed as a link (rmtree refuses one)
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -739,6 +756,11 @@ class Generation:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._recover()
         dst = t.package_dir
+        if dst.is_symlink():
+            raise BadInput(
+                f"{dst} is a symbolic link (to {os.readlink(dst)}): cleanroom proto replaces the package "
+                "folder whole; remove the link or choose another --out"
+            )
         if dst.is_dir() and not t.manifest_path.exists() and any(dst.iterdir()):
             raise BadInput(
                 f"{dst} exists and was not made by cleanroom proto (no {MANIFEST}): "
@@ -786,6 +808,14 @@ class Generation:
             _unstage(root, work)
         err = unstage_messages(err, t, root, files)
         if rc != 0:
+            # protoc could not write its output into the work folder (a full disk): say so first
+            failed_write = next((ln for ln in err.splitlines() if ln.startswith(f"{work}{os.sep}")), None)
+            if failed_write is not None:
+                raise BadInput(
+                    f"cannot write to the output folder {t.out} ({failed_write.rpartition(': ')[2]}): "
+                    "nothing was replaced; free some space or choose another with --out DIR",
+                    detail=err.strip(),
+                )
             raise BadInput(
                 f"protoc failed (exit {rc}) on {t.sources_display}: nothing was replaced",
                 detail=err.strip() or "(protoc printed nothing)",

@@ -25,6 +25,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _bool(value: str) -> str | None:
+    if value.strip() == "":
+        return None  # empty: the default, as unset (Compose's ${CLEANROOM_WITH_GPU:-false} reads it so)
     if value.strip().lower() in _TRUE + _FALSE:
         return None
     return "expected one of true/false, 1/0, yes/no, on/off (any case)"

@@ -170,8 +170,9 @@ class VerifyContext:
         gi = sorted(p for p in files if _is_gitignore(p))
         dfs = sorted(p for p in files if _is_dockerfile(p))
         marks = sorted(p for p in files if _is_marker(p))
-        # a listed name is an artifact only when the policy names it too
-        not_artifact = {p for p in named if not self.pattern_of(p)}
+        # a listed name is an artifact only when the policy names it too, and so is a file git
+        # matched only through a folder so named (`notes/team.dockerignore/README.txt`)
+        not_artifact = {p for p in (*tracked, *others) if not self.pattern_of(p)}
         return ([p for p in tracked if p not in not_artifact], [p for p in others if p not in not_artifact],
                 ign, gi, dfs, marks)
 
@@ -440,10 +441,19 @@ class VerifyContext:
             if key in out:
                 continue
             text = b.dockerfile_text()
+            where = b.rel_dockerfile(self.repo)
             if text is None:
                 out[key] = None
+                try:
+                    b.dockerfile.read_bytes().decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    self.note(f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start}): what it "
+                              "copies is not checked")
+                except (FileNotFoundError, ValueError):
+                    pass  # no Dockerfile (or a NUL in its path): discovery says so
+                except OSError as exc:
+                    self.note(f"{where}: cannot be read ({exc.strerror or exc}): what it copies is not checked")
                 continue
-            where = b.rel_dockerfile(self.repo)
             try:
                 out[key] = dockerfiles.context_sources(dockerfiles.parse(text, where))
             except dockerfiles.DockerfileError as exc:

@@ -35,13 +35,18 @@ class Workspace:
             root = Path(repo).expanduser()
             try:
                 if not root.is_dir():
-                    raise BadInput(f"--repo {repo}: no such folder")
+                    raise BadInput(f"--repo {repo}: {'not a folder' if root.exists() else 'no such folder'}")
                 root = root.resolve()
             except OSError as exc:
                 shown = str(repo) if len(str(repo)) <= 80 else str(repo)[:77] + "..."
                 raise BadInput(f"--repo {shown}: {exc.strerror or exc}") from None
         else:
-            root = find_repo(Path.cwd())
+            try:
+                here = Path.cwd()
+            except OSError as exc:  # the folder it was started in was removed (or is unreadable)
+                raise BadInput(f"the current folder cannot be found ({exc.strerror or exc}): "
+                               "cd into the repository or pass --repo PATH") from None
+            root = find_repo(here)
         cfg_path = Path(config).expanduser() if config is not None else None
         return cls(root, load_config(root, cfg_path).resolved(root))
 
