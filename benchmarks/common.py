@@ -51,6 +51,20 @@ def time_process(
     return times
 
 
+def time_interleaved(argvs: Sequence[Sequence[str]], *, runs: int = 5, cwd: Path | None = None,
+                     env: dict[str, str] | None = None) -> list[list[float]]:
+    """Like :func:`time_process` for several commands whose ratio matters, taken in turns (a, b,
+    c, a, b, c, ...) after one untimed warm-up of each, so that drift in the machine's load
+    falls on all of them alike. Returns the times of each command, in ``argvs``' order."""
+    for argv in argvs:
+        time_process(argv, runs=1, cwd=cwd, env=env)
+    out: list[list[float]] = [[] for _ in argvs]
+    for _ in range(runs):
+        for i, argv in enumerate(argvs):
+            out[i] += time_process(argv, runs=1, cwd=cwd, env=env)
+    return out
+
+
 @dataclass
 class Row:
     name: str
@@ -58,6 +72,7 @@ class Row:
     baseline: str | None = None  # the row this one is compared with
     target: float | None = None  # the ratio it must not exceed
     notes: list[str] = field(default_factory=list)
+    limit: float | None = None  # seconds its median must not exceed (an absolute target)
 
     @property
     def median(self) -> float:
@@ -73,6 +88,11 @@ def table(title: str, rows: Sequence[Row]) -> tuple[str, bool]:
     ok = True
     for r in rows:
         ratio = target = result = ""
+        if r.limit is not None:
+            target = f"<= {r.limit:g} s"
+            met = r.median <= r.limit
+            ok = ok and met
+            result = "PASS" if met else "MISS"
         if r.baseline is not None:
             q = r.median / by_name[r.baseline].median
             ratio = f"{q:.2f}x {r.baseline}"

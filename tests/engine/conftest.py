@@ -58,3 +58,20 @@ def repo(tmp_path: Path) -> Path:
     git(r, "add", "-A")
     git(r, "commit", "-q", "-m", "seed")
     return r
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Which Compose the container tests ran under (CI shows both ran)."""
+    seen: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for rep in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(rep, "nodeid", "")
+            if "test_container.py" not in nodeid or getattr(rep, "when", "call") != "call":
+                continue
+            version = next((v for v in ("compose-v2", "compose-v1") if v in nodeid), None)
+            if version:
+                seen.setdefault(version, {}).setdefault(outcome, 0)
+                seen[version][outcome] += 1
+    for version, counts in sorted(seen.items()):
+        terminalreporter.write_line(
+            f"container tests under {version}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))

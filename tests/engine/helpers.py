@@ -85,3 +85,20 @@ def set_config(repo: Path, section: str, key: str, value: object) -> None:
     doc = tomlkit.parse(path.read_text()) if path.exists() else tomlkit.document()
     doc.setdefault(section, tomlkit.table())[key] = value
     path.write_text(tomlkit.dumps(doc))
+
+
+def copy_checkout(dest: Path) -> Path:
+    """This checkout as a user's clone would hold it: its tracked and untracked-but-not-ignored
+    files (uncommitted edits included), committed in a new repo at ``dest``."""
+    files = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if not src.exists() and not src.is_symlink():
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / rel, follow_symlinks=False)
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "copy")
+    return dest

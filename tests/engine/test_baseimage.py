@@ -15,73 +15,62 @@ from cleanroom.baseimage import (
     base_image_plan,
     host_debian_mirror,
     image_changes,
-    safe_remove_tree,
 )
-from cleanroom.errors import ToolMissing
-from cleanroom.plan import Action, Call, Remove, Run, WriteFile, execute
+from cleanroom.errors import StepFailed, ToolMissing
+from cleanroom.plan import Action, Call, WriteFile, execute
 
 MIRROR = "http://mirror.invalid/debian"
-
-
-def _runs(plan: Sequence[Action]) -> list[tuple[str, ...]]:
-    return [a.argv for a in plan if isinstance(a, Run)]
 
 
 def _writes(plan: Sequence[Action]) -> dict[Path, str | bytes]:
     return {a.path: a.content for a in plan if isinstance(a, WriteFile)}
 
 
-def test_plan_debootstraps_minbase_with_packages_and_mirror(tmp_path: Path) -> None:
-    plan = base_image_plan(tmp_path, mirror=MIRROR)
-    rootfs = tmp_path / "rootfs"
-    deb = next(argv for argv in _runs(plan) if argv[0] == "debootstrap")
-    assert "--variant=minbase" in deb
-    assert deb[-3:] == ("bookworm", str(rootfs), MIRROR)
-    include = next(a for a in deb if a.startswith("--include="))
+def _mm(plan: Sequence[Action]) -> tuple[str, ...]:
+    call = next(a for a in plan if isinstance(a, Call))
+    return tuple(call.fn.args[0])  # type: ignore[attr-defined]
+
+
+def test_plan_mmdebstraps_minbase_with_packages_and_mirror(tmp_path: Path) -> None:
+    argv = _mm(base_image_plan(tmp_path, mirror=MIRROR))
+    assert argv[0] == "mmdebstrap" and "--variant=minbase" in argv and "--mode=auto" in argv
+    assert argv[-3:] == ("bookworm", "-", MIRROR)  # a tarball to stdout
+    include = next(a for a in argv if a.startswith("--include="))
     assert include.removeprefix("--include=").split(",") == list(BASE_PACKAGES)
     for pkg in ("python3.11", "python3.11-venv", "python3.11-dev", "build-essential", "git"):
         assert pkg in BASE_PACKAGES
-    # The venv package's virtual dependency must be named by its real provider.
-    assert "python3-distutils" in BASE_PACKAGES
+    # no docs, no recommends: from the first package on
+    assert "--dpkgopt=path-exclude=/usr/share/doc/*" in argv
+    assert '--aptopt=APT::Install-Recommends "false"' in argv
 
 
 def test_plan_trusts_host_cas_and_points_apt_at_the_mirror(tmp_path: Path) -> None:
     ca = tmp_path / "cas"
     plan = base_image_plan(tmp_path, mirror=MIRROR, ca_dir=ca)
-    rootfs = tmp_path / "rootfs"
-    runs = _runs(plan)
-    cp = next(argv for argv in runs if argv[0] == "cp")
-    assert cp[-2:] == (f"{ca}/.", str(rootfs / "usr/local/share/ca-certificates"))
-    assert ("chroot", str(rootfs), "update-ca-certificates") in runs
-    assert runs.index(cp) < runs.index(("chroot", str(rootfs), "update-ca-certificates"))
-    sources = _writes(plan)[rootfs / "etc/apt/sources.list.d/debian.sources"]
+    argv = _mm(plan)
+    sync = argv.index(f"--customize-hook=sync-in {ca} /usr/local/share/ca-certificates")
+    assert argv.index('--customize-hook=chroot "$1" update-ca-certificates') > sync
+    sources = _writes(plan)[tmp_path / "debian.sources"]
     assert isinstance(sources, str)
     assert f"URIs: {MIRROR}\n" in sources
     assert "Suites: bookworm bookworm-updates\n" in sources
-    assert (
-        Remove(rootfs / "etc/apt/sources.list", desc="debootstrap's one-line sources.list") in plan
-    )
+    assert f"--customize-hook=upload {tmp_path / 'debian.sources'} /etc/apt/sources.list.d/debian.sources" in argv
+    assert '--customize-hook=rm -f "$1/etc/apt/sources.list"' in argv
 
 
-def test_plan_without_mirror_or_cas_keeps_debootstrap_defaults(tmp_path: Path) -> None:
+def test_plan_without_mirror_or_cas_keeps_the_defaults(tmp_path: Path) -> None:
     plan = base_image_plan(tmp_path, ca_dir=None)
-    rootfs = tmp_path / "rootfs"
-    deb = next(argv for argv in _runs(plan) if argv[0] == "debootstrap")
-    assert deb[-1] == str(rootfs)
-    assert not any(argv[0] == "cp" for argv in _runs(plan))
-    assert rootfs / "etc/apt/sources.list.d/debian.sources" not in _writes(plan)
-    assert not any(isinstance(a, Remove) and a.path.name == "sources.list" for a in plan)
+    argv = _mm(plan)
+    assert argv[-2:] == ("bookworm", "-")
+    assert not any("sync-in" in a or "upload" in a for a in argv)
+    assert _writes(plan) == {}
 
 
-def test_plan_imports_then_removes_the_rootfs(tmp_path: Path) -> None:
+def test_plan_streams_into_docker_import(tmp_path: Path) -> None:
     plan = base_image_plan(tmp_path, tag="x:y", mirror=MIRROR)
-    rootfs = tmp_path / "rootfs"
-    assert plan[0] == Remove(rootfs, desc="stale rootfs from an earlier run")
-    assert isinstance(plan[-2], Call)
-    assert "| docker import" in plan[-2].desc and plan[-2].desc.endswith("- x:y")
-    assert isinstance(plan[-1], Remove) and plan[-1].path == rootfs
-    writes = _writes(plan)
-    assert writes[rootfs / "etc/resolv.conf"] == ""
+    assert isinstance(plan[-1], Call)
+    assert "| docker import" in plan[-1].desc and plan[-1].desc.endswith("- x:y")
+    assert '--customize-hook=: > "$1/etc/resolv.conf"; : > "$1/etc/hostname"' in _mm(plan)
 
 
 def test_image_changes() -> None:
@@ -98,8 +87,16 @@ def test_image_changes() -> None:
 def test_dry_run_touches_nothing(tmp_path: Path) -> None:
     out = io.StringIO()
     execute(base_image_plan(tmp_path, mirror=MIRROR), dry_run=True, out=out)
-    assert "[dry-run] run: DEBIAN_FRONTEND=noninteractive debootstrap" in out.getvalue()
+    assert "[dry-run] step: mmdebstrap --mode=auto" in out.getvalue()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_producer_names_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "base.log"
+    with pytest.raises(StepFailed) as info:
+        baseimage.import_stream(["sh", "-c", "echo 'E: no such package' >&2; exit 100"], "x:y", (), log)
+    assert str(log) in info.value.message and "exit code 100" in info.value.message
+    assert "E: no such package" in log.read_text()
 
 
 def _apt(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -162,15 +159,6 @@ def test_host_mirror_skips_disabled_and_non_http(tmp_path: Path) -> None:
     assert host_debian_mirror(etc_apt=tmp_path / "missing") is None
 
 
-def test_safe_remove_tree(tmp_path: Path) -> None:
-    tree = tmp_path / "rootfs"
-    (tree / "a/b").mkdir(parents=True)
-    (tree / "a/b/f").write_text("x")
-    safe_remove_tree(tree)
-    assert not tree.exists()
-    safe_remove_tree(tree)  # missing is fine
-
-
 def test_missing_docker_names_setup_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ToolMissing) as info:
@@ -187,7 +175,6 @@ def _engine_answers() -> bool:
 
 
 @pytest.mark.skipif(not _engine_answers(), reason="no Docker engine answers (run docker/setup-engine)")
-@pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap needs root")
 def test_built_image_has_python_ssl_and_the_hosts_cas() -> None:
     baseimage.ensure_base_image(baseimage.DEFAULT_TAG)  # built here when missing (about a minute)
     proc = subprocess.run(

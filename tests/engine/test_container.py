@@ -2,21 +2,22 @@
 
 The pipeline runs on a copy of this checkout under its own compose project, so it never
 touches a developer's running app container; Docker's layer cache is shared, so only the first
-build of a machine is slow.
+build of a machine is slow. Every test that uses the built app runs under each Compose installed
+(v2 and v1: CLEANROOM_COMPOSE), and the run's summary says which ran.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ENGINE_SRC, ROOT, cli, git
+import helpers
+from helpers import ENGINE_SRC, cli, git
 
 from cleanroom.dockerenv import engine_answers
 
@@ -29,21 +30,26 @@ PROJECT = f"cleanroom-test-{os.getpid()}"
 BUILD_TIMEOUT = 1800
 
 
-def copy_checkout(dest: Path) -> Path:
-    """Tracked and untracked-but-not-ignored files of this checkout, committed in a new repo."""
-    files = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if not src.exists() and not src.is_symlink():
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dest / rel, follow_symlinks=False)
-    cfg = dest / "cleanroom.toml"
-    cfg.write_text(cfg.read_text().replace('service = "spectralmc"', f'service = "spectralmc"\nproject = "{PROJECT}"'))
-    git(dest, "init", "-q", "-b", "main")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "copy")
+def _composes() -> list[str]:
+    from cleanroom.dockerenv import probe
+
+    try:
+        return [label[:2] for _, label in probe().composes] or ["v2"]
+    except Exception:  # noqa: BLE001 - no engine: the tests skip anyway
+        return ["v2"]
+
+
+COMPOSES = _composes() if engine_answers() else ["v2"]
+
+
+def copy_checkout(dest: Path, project: str | None = PROJECT) -> Path:
+    """This checkout, committed in a new repo (under its own compose project; None: the one
+    derived from its path)."""
+    helpers.copy_checkout(dest)
+    if project is not None:
+        cfg = dest / "cleanroom.toml"
+        cfg.write_text(cfg.read_text().replace('service = "spectralmc"', f'service = "spectralmc"\nproject = "{project}"'))
+        git(dest, "commit", "-q", "-am", "own compose project")
     return dest
 
 
@@ -52,8 +58,9 @@ def compose(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     from cleanroom.dockerenv import probe
     from cleanroom.workspace import Workspace
 
-    argv = compose_argv(Workspace.load(repo), probe(), False)
-    env = {**os.environ, "CLEANROOM_IMAGE": f"{PROJECT}/spectralmc:binary"}
+    ws = Workspace.load(repo)
+    argv = compose_argv(ws, probe(), False)
+    env = {**os.environ, "CLEANROOM_IMAGE": f"{ws.cfg.docker.project}/spectralmc:binary"}
     return subprocess.run([*argv, *args], capture_output=True, text=True, check=False, env=env)
 
 
@@ -61,13 +68,29 @@ def in_app(repo: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
     return compose(repo, "exec", "-T", "spectralmc", *cmd)
 
 
-@pytest.fixture(scope="module")
-def app_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    repo = copy_checkout(tmp_path_factory.mktemp("app") / "repo")
-    yield repo
-    compose(repo, "down", "--remove-orphans")
-    subprocess.run(["docker", "image", "rm", "-f", f"{PROJECT}/spectralmc:binary",
-                    f"{PROJECT}/spectralmc:source"], capture_output=True, check=False)
+@pytest.fixture(scope="module", params=COMPOSES, ids=[f"compose-{c}" for c in COMPOSES])
+def app_repo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The checkout copy, under the Compose of this parameter (CLEANROOM_COMPOSE for the engine
+    run in this process and in the CLI's subprocesses)."""
+    from cleanroom.dockerenv import probe
+
+    version = request.param
+    project = f"{PROJECT}-{version}"
+    old = os.environ.get("CLEANROOM_COMPOSE")
+    os.environ["CLEANROOM_COMPOSE"] = version
+    probe.cache_clear()
+    repo = copy_checkout(tmp_path_factory.mktemp(f"app-{version}") / "repo", project)
+    try:
+        yield repo
+    finally:
+        compose(repo, "down", "--remove-orphans")
+        subprocess.run(["docker", "image", "rm", "-f", f"{project}/spectralmc:binary",
+                        f"{project}/spectralmc:source"], capture_output=True, check=False)
+        if old is None:
+            os.environ.pop("CLEANROOM_COMPOSE", None)
+        else:
+            os.environ["CLEANROOM_COMPOSE"] = old
+        probe.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +231,42 @@ def test_no_docker_client_exit_3(repo: Path, tmp_path: Path) -> None:
     (bindir / "python3").symlink_to(sys.executable)
     r = cli("build", "binary", cwd=repo, env={"PATH": str(bindir)})
     assert r.rc == 3 and "no docker client" in r.err
+
+
+@needs_engine
+def test_two_checkouts_two_containers(tmp_path: Path, built: tuple[Path, str]) -> None:
+    """Two clones (or worktrees) of one repo: each its own compose project, its own container,
+    its own sources; a test added only in clone B is collected only there."""
+    a = copy_checkout(tmp_path / "a" / "repo", project=None)
+    b = copy_checkout(tmp_path / "b" / "repo", project=None)
+    (b / "tests" / "app" / "test_only_in_b.py").write_text("def test_only_in_clone_b() -> None:\n    pass\n")
+    try:
+        for r in (a, b):
+            up = cli("up", cwd=r, timeout=BUILD_TIMEOUT)
+            assert up.rc == 0, up.text[-3000:]
+        from cleanroom.workspace import Workspace
+
+        projects = {Workspace.load(r).cfg.docker.project for r in (a, b)}
+        assert len(projects) == 2 and all(p.startswith("repo-") for p in projects), projects
+        ids = {subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={p}"],
+                              capture_output=True, text=True, check=True).stdout.strip() for p in projects}
+        assert len(ids) == 2 and "" not in ids
+        in_b = cli("test-all", "--", "-k", "only_in_clone_b", cwd=b, timeout=300)
+        assert in_b.rc == 0 and re.search(r"\b1 passed\b", in_b.out), in_b.text
+        in_a = cli("test-all", "--", "-k", "only_in_clone_b", cwd=a, timeout=300)
+        assert in_a.rc == 5 and "no tests collected" in in_a.out, in_a.text
+        # a container of this checkout's project that mounts another checkout is refused
+        cfg = a / "cleanroom.toml"
+        other = Workspace.load(b).cfg.docker.project
+        cfg.write_text(cfg.read_text().replace('service = "spectralmc"', f'service = "spectralmc"\nproject = "{other}"'))
+        r = cli("test-all", cwd=a, timeout=300)
+        assert r.rc == 2 and "mounts" in r.err and "not this checkout" in r.err, r.text
+        cfg.write_text(cfg.read_text().replace(f'\nproject = "{other}"', ""))
+    finally:
+        for r in (a, b):
+            cli("down", cwd=r, timeout=300)
+        from cleanroom.workspace import Workspace
+
+        for r in (a, b):
+            p = Workspace.load(r).cfg.docker.project
+            subprocess.run(["docker", "image", "rm", "-f", f"{p}/spectralmc:binary"], capture_output=True, check=False)

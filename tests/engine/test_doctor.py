@@ -118,3 +118,27 @@ def test_generated_code_row_in_the_container(repo: Path, tmp_path: Path) -> None
     assert cli("proto", "--out", str(out), cwd=repo).rc == 0
     _, rows = doctor(repo, env)
     assert rows["generated code"]["status"] == "OK"
+
+
+def test_repo_that_never_had_variants(repo: Path) -> None:
+    """Adoption: a real repo has no variant files; doctor says so (not "restore" them) and names
+    what works without them."""
+    for name in ("pyproject.binary.toml", "pyproject.source.toml", "cleanroom.toml"):
+        (repo / name).unlink()
+    _, rows = doctor(repo, {"DOCKER_CONTAINER": ""})
+    row = rows["variants"]
+    assert row["status"] == "missing" and row["blocks"]  # the main job selects a variant
+    assert "none in this repo" in row["detail"] and "verify" in row["detail"]
+    assert "restore" not in row["fix"] and "pyproject.binary.toml" in row["fix"]
+    assert rows["config"]["status"] == "OK"
+
+
+def test_app_container_row_names_this_checkouts_project(repo: Path) -> None:
+    why = _engine_up()
+    if why:
+        pytest.skip(f"no Docker engine here ({why})")
+    _, rows = doctor(repo, {"DOCKER_CONTAINER": ""})
+    row = rows["app container"]
+    assert not row["blocks"]
+    # the project derived from the checkout: its folder's name and a hash of its path
+    assert f"project {repo.name}-" in row["detail"] and "none yet" in row["detail"]

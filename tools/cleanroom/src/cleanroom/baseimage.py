@@ -1,46 +1,50 @@
-"""The offline base image: a Debian root filesystem built with debootstrap, imported into Docker.
+"""The offline base image: a Debian root filesystem made by mmdebstrap, imported into Docker.
 
 No container registry is reachable from our machines, so no ``FROM debian`` can be pulled. The
-base image is made from Debian packages instead (the package mirror *is* reachable): debootstrap
-a ``minbase`` root filesystem with the system packages our Dockerfiles need (Python 3.11 with
-venv and headers, a C toolchain, git, CA certificates), add the host's extra CA certificates
-(outbound HTTPS passes a proxy whose CA only the host trusts), then ``tar | docker import`` it as
-``cleanroom-base:offline``. Dockerfiles start ``FROM cleanroom-base:offline`` and need no network
-for their system layer.
+base image is made from Debian packages instead (the package mirror *is* reachable): mmdebstrap
+makes a ``minbase`` root filesystem with the system packages our Dockerfiles need (Python 3.11 with
+venv and headers, a C toolchain, git, CA certificates), its hooks add the host's extra CA
+certificates (outbound HTTPS passes a proxy whose CA only the host trusts) and point apt at the
+host's mirror, and it writes the filesystem as a tarball to stdout, piped into ``docker import``
+as ``cleanroom-base:offline``. Dockerfiles start ``FROM cleanroom-base:offline`` and need no
+network for their system layer.
+
+mmdebstrap, not debootstrap: measured here, 37 s against 60 s for the same image (483 MB), no
+rootfs on disk to clean up after (the tarball streams into the engine), and no root needed
+(``--mode=auto``: unshare when not root). Its output goes to a log; the terminal shows each step
+with its elapsed time, and on failure the log's last lines and its path.
 
 :func:`base_image_plan` is pure (a list of actions, see :mod:`cleanroom.plan`);
-:func:`ensure_base_image` checks the tools, builds the image when it is missing and cleans up.
+:func:`ensure_base_image` checks the tools and builds the image when it is missing.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import plan as planmod
-from .errors import BadInput, StepFailed, ToolMissing
-from .plan import Action, Call, Remove, Run, WriteFile
+from .errors import StepFailed, ToolMissing
+from .plan import Action, Call, WriteFile
 
 DEFAULT_TAG = "cleanroom-base:offline"
 DEFAULT_SUITE = "bookworm"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SETUP_HINT = "run docker/setup-engine (as root) to install and start the engine and debootstrap"
+SETUP_HINT = "run docker/setup-engine (as root) to install and start the engine and mmdebstrap"
 
-# What the Dockerfiles' system layer needs, installed at debootstrap time. debootstrap's own
-# resolver follows plain dependencies only: a dependency on a *virtual* package must be named
+# What the Dockerfiles' system layer needs, installed when the rootfs is made. (debootstrap's
+# resolver followed plain dependencies only: a dependency on a *virtual* package had to be named
 # here by the real package that provides it (python3.11-venv needs "python3.11-distutils",
-# provided by python3-distutils), else debootstrap fails with "dependency problems".
+# provided by python3-distutils), else it failed with "dependency problems"; kept, harmless.)
 BASE_PACKAGES: tuple[str, ...] = (
     "python3.11",
     "python3.11-venv",
@@ -55,8 +59,8 @@ BASE_PACKAGES: tuple[str, ...] = (
 APT_CONF = 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n'
 
 # Docs, man pages and translations are ~90 MB of a ~570 MB rootfs and no build reads them. As in
-# Debian's "slim" images: dpkg skips them in later installs, and the ones installed are deleted
-# (files only: some maintainer scripts expect e.g. /usr/share/man/man1 to exist).
+# Debian's "slim" images, dpkg never unpacks them (mmdebstrap's --dpkgopt, from the first package
+# on; the setting stays in the image for later installs).
 DPKG_NODOC = """\
 # Written by cleanroom's base image build.
 path-exclude /usr/share/doc/*
@@ -67,14 +71,6 @@ path-exclude /usr/share/linda/*
 path-exclude /usr/share/lintian/overrides/*
 path-exclude /usr/share/locale/*
 path-exclude /usr/share/man/*
-"""
-TRIM_SCRIPT = """\
-set -e
-cd "$1"
-find usr/share/man usr/share/info usr/share/locale usr/share/groff usr/share/lintian \\
-    -mindepth 1 ! -type d -delete 2>/dev/null || true
-find usr/share/doc -mindepth 1 ! -type d ! -name copyright -delete
-find usr/share/doc -mindepth 1 -type d -empty -delete
 """
 
 
@@ -107,23 +103,6 @@ def apt_sources(mirror: str, suite: str) -> str:
     )
 
 
-def tar_argv(rootfs: Path) -> tuple[str, ...]:
-    """tar of the rootfs for ``docker import``: numeric owners, no device nodes or mounts."""
-    return (
-        "tar",
-        "--numeric-owner",
-        "--xattrs",
-        "--exclude=./dev/*",
-        "--exclude=./proc/*",
-        "--exclude=./sys/*",
-        "--exclude=./debootstrap",
-        "-C",
-        str(rootfs),
-        "-c",
-        ".",
-    )
-
-
 def import_argv(tag: str, changes: Sequence[str]) -> tuple[str, ...]:
     argv: list[str] = ["docker", "import"]
     for change in changes:
@@ -132,31 +111,68 @@ def import_argv(tag: str, changes: Sequence[str]) -> tuple[str, ...]:
     return tuple(argv)
 
 
-def import_rootfs(rootfs: Path, tag: str, changes: Sequence[str]) -> None:
-    """``tar -C rootfs -c . | docker import --change ... - TAG``, failing if either side fails."""
-    tar_cmd, imp_cmd = tar_argv(rootfs), import_argv(tag, changes)
-    try:
-        tar = subprocess.Popen(list(tar_cmd), stdout=subprocess.PIPE)
-    except FileNotFoundError:
-        raise ToolMissing("tar: command not found") from None
-    assert tar.stdout is not None
-    try:
-        imp = subprocess.run(list(imp_cmd), stdin=tar.stdout, stdout=subprocess.PIPE, check=False)
-    except FileNotFoundError:
-        tar.kill()
-        tar.wait()
-        raise ToolMissing("docker: command not found", SETUP_HINT) from None
-    finally:
-        tar.stdout.close()
-    tar_rc = tar.wait()
-    if tar_rc != 0:
-        raise StepFailed(
-            f"tar of the base rootfs failed with exit code {tar_rc}: {shlex.join(tar_cmd)}"
-        )
+def mmdebstrap_argv(
+    workdir: Path,
+    suite: str = DEFAULT_SUITE,
+    mirror: str | None = None,
+    *,
+    packages: Sequence[str] = BASE_PACKAGES,
+    ca_dir: Path | None = HOST_CA_DIR,
+) -> tuple[str, ...]:
+    """mmdebstrap writing the root filesystem as a tarball to stdout (``-``). ``workdir`` holds
+    what its hooks upload (the apt sources file)."""
+    argv = [
+        "mmdebstrap", "--mode=auto", "--variant=minbase", "--components=main",
+        "--include=" + ",".join(packages),
+    ]
+    for line in APT_CONF.splitlines():
+        argv.append(f"--aptopt={line.rstrip(';')}")
+    for line in DPKG_NODOC.splitlines():
+        if line.startswith(("path-exclude", "path-include")):
+            argv.append("--dpkgopt=" + line.replace(" ", "=", 1))
+    if ca_dir is not None:
+        argv += [f"--customize-hook=sync-in {ca_dir} {HOST_CA_DIR}",
+                 '--customize-hook=chroot "$1" update-ca-certificates']
+    if mirror:
+        argv += [f"--customize-hook=upload {workdir / 'debian.sources'} /etc/apt/sources.list.d/debian.sources",
+                 '--customize-hook=rm -f "$1/etc/apt/sources.list"']
+    argv += [
+        '--customize-hook=chroot "$1" apt-get clean',
+        '--customize-hook=rm -rf "$1"/var/lib/apt/lists/* && mkdir -p "$1/var/lib/apt/lists/partial"',
+        # the host's resolver and name must not leak into the image (Docker provides its own)
+        '--customize-hook=: > "$1/etc/resolv.conf"; : > "$1/etc/hostname"',
+        suite, "-",
+    ]
+    if mirror:
+        argv.append(mirror)
+    return tuple(argv)
+
+
+def import_stream(argv: Sequence[str], tag: str, changes: Sequence[str], log: Path) -> None:
+    """``ARGV | docker import --change ... - TAG``: the producer's messages go to ``log``;
+    failing if either side fails (the message names the log)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    imp_cmd = import_argv(tag, changes)
+    with log.open("ab") as err:
+        try:
+            producer = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=err)
+        except FileNotFoundError:
+            raise ToolMissing(f"{argv[0]}: command not found", SETUP_HINT) from None
+        assert producer.stdout is not None
+        try:
+            imp = subprocess.run(list(imp_cmd), stdin=producer.stdout, stdout=subprocess.PIPE,
+                                 stderr=err, check=False)
+        except FileNotFoundError:
+            producer.kill()
+            producer.wait()
+            raise ToolMissing("docker: command not found", SETUP_HINT) from None
+        finally:
+            producer.stdout.close()
+        rc = producer.wait()
+    if rc != 0:
+        raise StepFailed(f"{argv[0]} failed with exit code {rc}; its output is in {log}")
     if imp.returncode != 0:
-        raise StepFailed(f"docker import failed with exit code {imp.returncode} (tag {tag})")
-    image_id = imp.stdout.decode(errors="replace").strip()
-    print(f"base-image: imported {tag} ({image_id[:19]})", flush=True)
+        raise StepFailed(f"docker import failed with exit code {imp.returncode} (tag {tag}); see {log}")
 
 
 def base_image_plan(
@@ -167,82 +183,21 @@ def base_image_plan(
     *,
     packages: Sequence[str] = BASE_PACKAGES,
     ca_dir: Path | None = HOST_CA_DIR,
+    log: Path | None = None,
 ) -> list[Action]:
-    """The actions that build ``tag`` from a debootstrapped rootfs in ``workdir / "rootfs"``.
-
-    ``mirror`` None leaves the choice (and the image's ``sources.list``) to debootstrap's
-    default. ``ca_dir`` (the host's extra CA certificates) is copied in when not None. The plan
-    removes the rootfs at its end; :func:`ensure_base_image` also does on failure.
-    """
-    rootfs = workdir / "rootfs"
-    debootstrap: list[str] = [
-        "debootstrap",
-        "--variant=minbase",
-        "--components=main",
-        "--include=" + ",".join(packages),
-        suite,
-        str(rootfs),
-    ]
-    if mirror:
-        debootstrap.append(mirror)
-
-    actions: list[Action] = [
-        Remove(rootfs, desc="stale rootfs from an earlier run"),
-        Run(
-            tuple(debootstrap),
-            env={"DEBIAN_FRONTEND": "noninteractive"},
-            desc=f"debootstrap {suite} (minbase) with {len(packages)} extra packages",
-        ),
-    ]
-    if ca_dir is not None:
-        actions += [
-            Run(
-                (
-                    "cp",
-                    "-a",
-                    "--no-preserve=ownership",
-                    f"{ca_dir}/.",
-                    str(rootfs / HOST_CA_DIR.relative_to("/")),
-                ),
-                desc="copy the host's extra CA certificates",
-            ),
-            Run(("chroot", str(rootfs), "update-ca-certificates"), desc="trust them in the image"),
-        ]
-    if mirror:
-        actions += [
-            WriteFile(
-                rootfs / "etc/apt/sources.list.d/debian.sources",
-                apt_sources(mirror, suite),
-                desc="apt sources",
-            ),
-            Remove(rootfs / "etc/apt/sources.list", desc="debootstrap's one-line sources.list"),
-        ]
-    actions += [
-        WriteFile(rootfs / "etc/apt/apt.conf.d/90cleanroom", APT_CONF, desc="apt: no recommends"),
-        WriteFile(
-            rootfs / "etc/dpkg/dpkg.cfg.d/90cleanroom-nodoc", DPKG_NODOC, desc="dpkg: no docs"
-        ),
-        Run(
-            ("sh", "-c", TRIM_SCRIPT, "trim", str(rootfs)),
-            desc="delete docs, man pages, translations",
-        ),
-        Run(("chroot", str(rootfs), "apt-get", "clean"), desc="drop downloaded .debs"),
-        Remove(
-            rootfs / "var/lib/apt/lists", desc="package lists (an `apt-get update` restores them)"
-        ),
-        Run(("mkdir", "-p", str(rootfs / "var/lib/apt/lists/partial")), desc="empty package lists"),
-        # The host's resolver and name must not leak into the image (Docker mounts its own).
-        WriteFile(rootfs / "etc/resolv.conf", "", desc="empty (Docker provides it at run time)"),
-        WriteFile(rootfs / "etc/hostname", "", desc="empty (Docker provides it at run time)"),
-    ]
+    """The actions that build ``tag``: the files the hooks upload, then ``mmdebstrap ... - |
+    docker import``. ``mirror`` None leaves the choice (and apt's sources) to mmdebstrap's
+    default; ``ca_dir`` (the host's extra CA certificates) is copied in when not None."""
+    argv = mmdebstrap_argv(workdir, suite, mirror, packages=packages, ca_dir=ca_dir)
     changes = image_changes(suite, mirror)
-    actions += [
-        Call(
-            functools.partial(import_rootfs, rootfs, tag, changes),
-            desc=f"{shlex.join(tar_argv(rootfs))} | {shlex.join(import_argv(tag, changes))}",
-        ),
-        Remove(rootfs, desc="the rootfs, now in the image"),
-    ]
+    actions: list[Action] = []
+    if mirror:
+        actions.append(WriteFile(workdir / "debian.sources", apt_sources(mirror, suite), desc="apt sources"))
+    log = log or workdir / "mmdebstrap.log"
+    actions.append(Call(
+        functools.partial(import_stream, argv, tag, changes, log),
+        desc=f"{shlex.join(argv)} | {shlex.join(import_argv(tag, changes))}",
+    ))
     return actions
 
 
@@ -383,39 +338,28 @@ def _image_summary(tag: str) -> str:
     return f"{tag} ({parts[0][:19]}, {int(parts[1]) / 1e6:.0f} MB)"
 
 
-def safe_remove_tree(path: Path) -> None:
-    """Remove a rootfs tree, but never through a mount (a failed debootstrap can leave /proc,
-    /sys or a bind-mounted /dev inside it, and deleting through those would hit the host)."""
-    if not path.exists():
-        return
-    for point in planmod.mounts_under(path):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-    left = planmod.mounts_under(path)
-    if left:
-        print(f"base-image: not removing {path}: still mounted: {', '.join(left)}", file=sys.stderr)
-        return
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def check_tools() -> None:
-    """Raise :class:`ToolMissing` (or :class:`BadInput`) unless a build can run here."""
+    """Raise :class:`ToolMissing` unless a build can run here."""
     ok, why = _docker_ok()
     if not ok:
         raise ToolMissing(why, SETUP_HINT)
-    for tool in ("debootstrap", "chroot", "tar"):
-        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
-            raise ToolMissing(f"{tool}: command not found", SETUP_HINT)
-    if os.geteuid() != 0:
-        raise BadInput(
-            "building the base image needs root (debootstrap and chroot)",
-            "run it as root, e.g. in CI",
-        )
+    if shutil.which("mmdebstrap") is None:
+        raise ToolMissing("mmdebstrap: command not found", SETUP_HINT)
+
+
+def default_log() -> Path:
+    from .cache import cache_dir
+
+    return cache_dir() / "base-image.log"
 
 
 def ensure_base_image(
-    tag: str = DEFAULT_TAG, rebuild: bool = False, *, suite: str = DEFAULT_SUITE
+    tag: str = DEFAULT_TAG, rebuild: bool = False, *, suite: str = DEFAULT_SUITE,
+    log: Path | None = None,
 ) -> None:
-    """Build ``tag`` from Debian packages unless the engine already has it (or ``rebuild``)."""
+    """Build ``tag`` from Debian packages unless the engine already has it (or ``rebuild``); its
+    output goes to ``log`` (default: the engine's cache folder), the terminal gets one line per
+    step with its time."""
     ok, why = _docker_ok()
     if not ok:
         raise ToolMissing(why, SETUP_HINT)
@@ -423,39 +367,29 @@ def ensure_base_image(
         print(f"base-image: {_image_summary(tag)} already present", flush=True)
         return
     check_tools()
+    log = log or default_log()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
     mirror = host_debian_mirror(suite)
     ca_dir = HOST_CA_DIR if HOST_CA_DIR.is_dir() else None
-    print(
-        f"base-image: building {tag} from Debian {suite}"
-        f" ({'mirror ' + mirror if mirror else 'debootstrap default mirror'})",
-        flush=True,
-    )
+    print(f"base-image: building {tag} from Debian {suite} with mmdebstrap"
+          f" ({'mirror ' + mirror if mirror else 'its default mirror'}); its output goes to {log}",
+          flush=True)
     old_id = _image_id(tag)
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="cleanroom-base-"))
-    try:
-        for action in base_image_plan(workdir, tag, suite, mirror, ca_dir=ca_dir):
+    with tempfile.TemporaryDirectory(prefix="cleanroom-base-") as tmp:
+        for action in base_image_plan(Path(tmp), tag, suite, mirror, ca_dir=ca_dir, log=log):
             step = time.monotonic()
-            print(f"base-image: {action.show()}", flush=True)
-            planmod.execute([action])
-            took = time.monotonic() - step
-            if took >= 1:
-                print(f"base-image:   ({took:.0f} s)", flush=True)
-    except StepFailed as exc:
-        # debootstrap's own log (the dpkg errors) lives in the rootfs, which is removed below.
-        log = workdir / "rootfs/debootstrap/debootstrap.log"
-        if log.is_file():
-            kept = Path(tempfile.gettempdir()) / "cleanroom-debootstrap.log"
-            shutil.copyfile(log, kept)
-            tail = log.read_text(errors="replace").splitlines()[-15:]
-            detail = f"debootstrap's log is kept in {kept}; its last lines:\n" + "\n".join(tail)
-            raise StepFailed(exc.message, detail) from None
-        raise
-    finally:
-        safe_remove_tree(workdir)
-    print(
-        f"base-image: built {_image_summary(tag)} in {time.monotonic() - started:.0f} s", flush=True
-    )
+            name = "mmdebstrap | docker import" if isinstance(action, Call) else action.show()
+            print(f"base-image: {name} ...", flush=True)
+            try:
+                planmod.execute([action])
+            except StepFailed as exc:
+                tail = log.read_text(errors="replace").splitlines()[-15:] if log.is_file() else []
+                raise StepFailed(f"the base image could not be built: {exc.message}",
+                                 f"the last lines of {log}:\n" + "\n".join(f"  {t}" for t in tail)) from None
+            print(f"base-image:   done ({time.monotonic() - step:.0f} s)", flush=True)
+    print(f"base-image: built {_image_summary(tag)} in {time.monotonic() - started:.0f} s", flush=True)
     if old_id and old_id != _image_id(tag):
         # The replaced image is now untagged; drop it unless something still builds on it.
         subprocess.run(["docker", "image", "rm", old_id], capture_output=True, check=False)

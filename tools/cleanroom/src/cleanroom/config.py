@@ -141,7 +141,9 @@ class Docker:
     dockerfiles: tuple[str, ...] = ()
     # ... and Dockerfiles with their own context ([[docker.builds]]).
     builds: tuple[BuildDecl, ...] = ()
-    project: str = "cleanroom"
+    # The compose project; empty: one per checkout ("<folder>-<hash of its path>"), so two clones
+    # (or worktrees) never share a container.
+    project: str = ""
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,8 @@ class Config:
             cfg = replace(cfg, variants=replace(cfg.variants, enabled=cfg.variants_on(repo)))
         if not cfg.proto.package:
             cfg = replace(cfg, proto=replace(cfg.proto, package=derive_package(cfg.proto.legacy_module, repo)))
+        if not cfg.docker.project:
+            cfg = replace(cfg, docker=replace(cfg.docker, project=derive_project(repo)))
         return cfg
 
     def artifact_patterns(self, repo: Path) -> tuple[str, ...]:
@@ -201,6 +205,16 @@ def derive_package(legacy_module: str, repo: Path) -> str:
     if base[0].isdigit():
         base = "_" + base
     return f"{base.lower()}_proto"
+
+
+def derive_project(repo: Path) -> str:
+    """The compose project of a checkout: its folder's name (readable) and a short hash of its
+    absolute path (unique), in the characters Compose allows (``spectralmc-3f2a9c1e``)."""
+    import hashlib
+
+    top = repo.resolve()
+    name = re.sub(r"[^a-z0-9_-]", "-", top.name.lower()).strip("-_") or "checkout"
+    return f"{name[:40]}-{hashlib.sha256(str(top).encode()).hexdigest()[:8]}"
 
 
 _SECTIONS: dict[str, type] = {

@@ -27,6 +27,7 @@ DEFAULT_BASES = {
     "source": "nvidia/cuda:11.8.0-cudnn8-devel-ubuntu22.04",
 }
 OFFLINE_BASE = "cleanroom-base:offline"
+PULL_RETRY_S = 24 * 3600
 STAGES = ("engine", "select", "base", "build", "up", "test-all", "verify")
 
 
@@ -50,16 +51,42 @@ def derive_index_url() -> tuple[str | None, str]:
     url = os.environ.get("PIP_INDEX_URL", "").strip()
     if url:
         return url, "PIP_INDEX_URL"
-    p = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.index-url"],
-                       capture_output=True, text=True, check=False)
-    if p.returncode == 0 and p.stdout.strip():
-        return p.stdout.strip(), "pip config global.index-url"
+    url, where = _pip_config_index_url()
+    if url:
+        return url, where
     try:
         from pip._internal.models.index import PyPI
 
         return PyPI.simple_url, "pip's default index"
     except ImportError:
         return None, "none (pip not importable)"
+
+
+def _pip_config_index_url() -> tuple[str, str]:
+    """``global.index-url`` from pip's configuration files, read in pip's order (global, user,
+    site; ``PIP_CONFIG_FILE`` last): what ``pip config get`` answers, without the 0.3 s of
+    starting pip for it on every build."""
+    import configparser
+
+    home = Path.home()
+    xdg = [Path(d) / "pip" / "pip.conf"
+           for d in reversed(os.environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":")) if d]
+    files = [*xdg, Path("/etc/pip.conf"), home / ".pip" / "pip.conf",
+             Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "pip" / "pip.conf",
+             Path(sys.prefix) / "pip.conf"]
+    if os.environ.get("PIP_CONFIG_FILE"):
+        files.append(Path(os.environ["PIP_CONFIG_FILE"]))
+    found, where = "", ""
+    for f in files:
+        cp = configparser.RawConfigParser()
+        try:
+            cp.read(f, encoding="utf-8")
+        except (OSError, configparser.Error, UnicodeDecodeError):
+            continue
+        value = cp.get("global", "index-url", fallback="").strip()
+        if value:
+            found, where = value, f"pip config global.index-url ({f})"
+    return found, where
 
 
 def native_from_source() -> str:
@@ -137,15 +164,17 @@ def _client() -> str:
 
 
 def find_container(ws: Workspace, running_only: bool = False) -> str | None:
-    """The app container's id, found by the labels Compose (v1 and v2) puts on it.
+    """This checkout's app container: found by the labels Compose (v1 and v2) puts on it, and
+    refused (one line) when the container of this project mounts another checkout.
 
     One ``docker ps`` call: much cheaper than ``compose ps`` (Compose v1 is a Python program),
     which matters for the daily-loop tasks.
     """
     from .dockerenv import SETUP_HINT
 
-    argv = [_client(), "ps", "-q", "--no-trunc",
-            "--filter", f"label=com.docker.compose.project={ws.cfg.docker.project}",
+    project = ws.cfg.docker.project
+    argv = [_client(), "ps", "--no-trunc", "--format", "{{.ID}}\t{{.Mounts}}",
+            "--filter", f"label=com.docker.compose.project={project}",
             "--filter", f"label=com.docker.compose.service={ws.cfg.docker.service}"]
     if not running_only:
         argv.insert(2, "-a")
@@ -153,8 +182,18 @@ def find_container(ws: Workspace, running_only: bool = False) -> str | None:
     if p.returncode != 0:
         why = (p.stderr.strip().splitlines() or [f"docker ps exited {p.returncode}"])[-1]
         raise ToolMissing(f"the Docker engine does not answer ({why}); {SETUP_HINT}")
-    ids = p.stdout.split()
-    return ids[0] if ids else None
+    rows = [ln.split("\t", 1) for ln in p.stdout.splitlines() if ln.strip()]
+    if not rows:
+        return None
+    cid, mounts = rows[0][0], (rows[0][1] if len(rows[0]) > 1 else "")
+    here = str(ws.repo.resolve())
+    sources = [m for m in mounts.split(",") if m]
+    if sources and here not in sources:
+        other = min(sources, key=len)
+        raise BadInput(f"the app container {cid[:12]} of compose project {project!r} mounts {other}, not "
+                       f"this checkout ({here}): two checkouts share the project; remove [docker] project "
+                       f"from cleanroom.toml (each checkout then has its own) or run `invoke down` in {other}")
+    return cid
 
 
 def container_state(env: DockerEnv, cid: str) -> str:
@@ -179,6 +218,7 @@ class Pipeline:
     builder: Builder | None = None
     base: str = ""
     stage: str = ""
+    _classic: Path | None = None
 
     def __post_init__(self) -> None:
         self.log_dir = self.ws.repo / ".cleanroom" / "logs"
@@ -223,22 +263,59 @@ class Pipeline:
             say(f"    base image {default} (present)")
             self.base = default
             return
-        p = subprocess.run([self.env.client, "pull", "-q", default], capture_output=True,
-                           text=True, timeout=600, check=False)
-        if p.returncode == 0:
-            say(f"    base image {default} (pulled)")
-            self.base = default
-            return
-        reason = (p.stderr.strip().splitlines() or ["pull failed"])[-1][:160]
-        say(f"    base image {default} cannot be had (not present; pull failed: {reason}); "
-            f"using the offline base {OFFLINE_BASE}")
-        ensure_base_image(OFFLINE_BASE)
+        # A registry that did not answer is not asked again on every build: a failed pull is
+        # remembered for a day (a pull can take minutes to time out where the network drops it).
+        from .cache import read_json, write_json
+
+        failed = read_json("base-pull.json")
+        failed = failed if isinstance(failed, dict) else {}
+        last = failed.get(default)
+        if isinstance(last, list) and len(last) == 2 and time.time() - float(last[0]) < PULL_RETRY_S:
+            until = time.strftime("%H:%M", time.localtime(float(last[0]) + PULL_RETRY_S))
+            say(f"    base image {default} cannot be had (a pull failed at "
+                f"{time.strftime('%H:%M', time.localtime(float(last[0])))}: {last[1]}; not tried again "
+                f"before {until}, or `docker pull {default}` yourself); using the offline base {OFFLINE_BASE}")
+        else:
+            p = subprocess.run([self.env.client, "pull", "-q", default], capture_output=True,
+                               text=True, timeout=600, check=False)
+            if p.returncode == 0:
+                say(f"    base image {default} (pulled)")
+                failed.pop(default, None)
+                write_json("base-pull.json", failed)
+                self.base = default
+                return
+            reason = (p.stderr.strip().splitlines() or ["pull failed"])[-1][:160]
+            failed[default] = [time.time(), reason]
+            write_json("base-pull.json", failed)
+            say(f"    base image {default} cannot be had (not present; pull failed: {reason}); "
+                f"using the offline base {OFFLINE_BASE}")
+        ensure_base_image(OFFLINE_BASE, log=self.log("base"))
         self.base = OFFLINE_BASE
+
+    def dockerfile_for_builder(self) -> Path:
+        """The Dockerfile to build: as written for BuildKit; for the classic builder, a copy
+        without the cache mounts it refuses (in a temporary folder, outside the context)."""
+        assert self.spec is not None and self.builder is not None
+        path = self.ws.repo / self.spec.dockerfile
+        if self.builder.name == "buildkit":
+            return path
+        import tempfile
+
+        from .dockerfiles import for_classic
+
+        try:
+            text = for_classic(path.read_text(encoding="utf-8"), self.spec.dockerfile)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"{path}: cannot read: {exc}") from None
+        tmp = Path(tempfile.mkdtemp(prefix="cleanroom-classic-")) / path.name
+        tmp.write_text(text, encoding="utf-8")
+        self._classic = tmp
+        return tmp
 
     def build_argv(self) -> list[str]:
         assert self.spec is not None and self.builder is not None
         s = self.spec
-        argv = [self.builder.client, "build", "-f", str(self.ws.repo / s.dockerfile), "-t", s.image,
+        argv = [self.builder.client, "build", "-f", str(self.dockerfile_for_builder()), "-t", s.image,
                 "--build-arg", f"BASE_IMAGE={self.base}",
                 "--build-arg", f"VARIANT={s.variant}",
                 "--build-arg", f"WITH_GPU={'true' if s.with_gpu else 'false'}"]
@@ -254,7 +331,13 @@ class Pipeline:
 
     def s_build(self) -> None:
         assert self.builder is not None
-        run_command(Run(tuple(self.build_argv()), env=self.builder.environ(), log=self.log("build")))
+        try:
+            run_command(Run(tuple(self.build_argv()), env=self.builder.environ(), log=self.log("build")))
+        finally:
+            if self._classic is not None:
+                import shutil
+
+                shutil.rmtree(self._classic.parent, ignore_errors=True)
 
     def s_up(self) -> None:
         assert self.env is not None and self.spec is not None

@@ -73,6 +73,8 @@ class DockerEnv:
     compose_version: str
     runtimes: tuple[str, ...]
     cdi_gpu: bool
+    # every Compose found, the one in use first: (argv, "v2 2.40.3" / "v1")
+    composes: tuple[tuple[tuple[str, ...], str], ...] = ()
 
     @property
     def builder(self) -> Builder | None:
@@ -134,12 +136,24 @@ def probe() -> DockerEnv:
             if rc == 0:
                 compose, compose_version = (c, "compose"), out.splitlines()[0]
                 break
-    if compose is None and shutil.which("docker-compose"):
+    from . import settings
+
+    found: list[tuple[tuple[str, ...], str]] = []
+    if compose is not None:
+        found.append((compose, f"v2 {compose_version}"))
+    if shutil.which("docker-compose"):
         # Compose v1 is a Python program: asking its version costs half a second, so it is
         # asked only when shown (compose_label).
-        compose, compose_version = ("docker-compose",), ""
+        found.append((("docker-compose",), "v1"))
+    want = settings.get("CLEANROOM_COMPOSE") or ""
+    if want:
+        found.sort(key=lambda f: not f[1].startswith(want))
+        if not found or not found[0][1].startswith(want):
+            found = []  # the Compose asked for is not here: require_engine says so
+    compose = found[0][0] if found else None
+    compose_version = found[0][1].partition(" ")[2] if found else ""
     return DockerEnv(client, server_version, server_error, tuple(builders), compose,
-                     compose_version, runtimes, cdi)
+                     compose_version, runtimes, cdi, tuple(found))
 
 
 def require_engine(need_compose: bool = False) -> DockerEnv:
@@ -150,6 +164,11 @@ def require_engine(need_compose: bool = False) -> DockerEnv:
     if env.server_version is None:
         raise ToolMissing(f"the Docker engine does not answer ({env.server_error}); {SETUP_HINT}")
     if need_compose and env.compose is None:
+        from . import settings
+
+        want = settings.get("CLEANROOM_COMPOSE")
+        if want:
+            raise ToolMissing(f"CLEANROOM_COMPOSE={want}: that Compose is not installed; {SETUP_HINT}")
         raise ToolMissing(f"neither `docker compose` (v2) nor `docker-compose` (v1) is installed; {SETUP_HINT}")
     return env
 

@@ -203,3 +203,39 @@ def runs_python(df: Dockerfile, stage: Stage) -> bool:
         if s.name and s.name.lower() == base:
             return runs_python(df, s)
     return bool(_PYTHON_BASE.search(base)) or "$" in base
+
+
+def cache_mount_targets(ins: Instruction) -> list[str]:
+    """The targets of a RUN's ``--mount=type=cache`` flags."""
+    out = []
+    for f in ins.flags:
+        if f.startswith("--mount="):
+            opts = dict(o.partition("=")[::2] for o in f[len("--mount="):].split(","))
+            if opts.get("type") == "cache":
+                out.append(opts.get("target") or opts.get("dst") or opts.get("destination") or "")
+    return [t for t in out if t]
+
+
+def for_classic(text: str, where: str = "Dockerfile") -> str:
+    """The Dockerfile the classic builder can build: each RUN's ``--mount=type=cache`` flags
+    dropped (the classic builder refuses them), and the cache folders emptied at the end of that
+    RUN instead, so they do not stay in the layer. Line numbers are kept (an instruction that
+    spanned several lines is joined on its first, blank lines after it), so errors point at the
+    same lines."""
+    df = parse(text, where)
+    lines = text.split("\n")
+    for ins in df.instructions:
+        if ins.keyword != "RUN":
+            continue
+        targets = cache_mount_targets(ins)
+        if not targets:
+            continue
+        flags = [f for f in ins.flags if not (f.startswith("--mount=") and "type=cache" in f)]
+        if len(ins.args) == 1 and not ins.original.rstrip().endswith("]"):
+            cmd = f"{{ {ins.args[0].strip()} ; }} && rm -rf {' '.join(t.rstrip('/') + '/*' for t in targets)}"
+        else:  # exec form: nothing to append to
+            cmd = ins.original.split(None, 1 + len(ins.flags))[-1]
+        lines[ins.line - 1] = " ".join(["RUN", *flags, cmd])
+        for k in range(ins.line, ins.end_line):
+            lines[k] = ""
+    return "\n".join(lines)

@@ -12,7 +12,6 @@ is started, pulled or built.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,14 +52,8 @@ class Report:
         return [r for r in self.rows if r.blocks]
 
 
-def _debootstrap() -> str | None:
-    found = shutil.which("debootstrap")
-    if found:
-        return found
-    for d in ("/usr/sbin", "/sbin"):
-        if os.access(os.path.join(d, "debootstrap"), os.X_OK):
-            return os.path.join(d, "debootstrap")
-    return None
+def _mmdebstrap() -> str | None:
+    return shutil.which("mmdebstrap")
 
 
 def docker_rows(container: bool) -> tuple[list[Row], bool]:
@@ -84,7 +77,10 @@ def docker_rows(container: bool) -> tuple[list[Row], bool]:
         rows.append(Row("engine", MISSING, f"does not answer ({why})",
                         f"start it: {SETUP_HINT}; or point DOCKER_HOST at a running one", need))
     if env.compose:
-        rows.append(Row("compose", OK, f"{env.compose_label} (`{' '.join(env.compose)}`)", needed=need))
+        others = [f"{label} (`{' '.join(argv)}`, CLEANROOM_COMPOSE={label[:2]})"
+                  for argv, label in env.composes[1:]]
+        also = f"; also {', '.join(others)}" if others else ""
+        rows.append(Row("compose", OK, f"{env.compose_label} (`{' '.join(env.compose)}`){also}", needed=need))
     else:
         rows.append(Row("compose", MISSING, "neither `docker compose` (v2) nor `docker-compose` (v1)",
                         SETUP_HINT, need))
@@ -119,13 +115,12 @@ def docker_rows(container: bool) -> tuple[list[Row], bool]:
                             "" if present else f"docker pull {tag} (needs a registry), or use the offline base",
                             False))
         offline = image_exists(DEFAULT_TAG)
-        deb = _debootstrap()
+        deb = _mmdebstrap()
         if offline:
             rows.append(Row("base image (offline)", OK, DEFAULT_TAG, needed=False))
             have_base = True
         else:
-            root = os.geteuid() == 0
-            can = f"can be built ({deb}{'' if root else '; needs root'})" if deb else "cannot be built here"
+            can = f"can be built ({deb})" if deb else "cannot be built here (no mmdebstrap)"
             rows.append(Row("base image (offline)", MISSING, f"{DEFAULT_TAG} not built; {can}",
                             "cleanroom base-image" if deb else BASE_HINT, False))
             have_base = have_base or deb is not None
@@ -155,11 +150,23 @@ def workspace_rows(ws: Workspace | None, config_error: str, container: bool) -> 
         ws.repo) else str(ws.cfg.source or "defaults (no cleanroom.toml)")
     rows.append(Row("config", OK, f"{src} valid"))
     v = ws.cfg.variants
-    try:
-        drift = find_drift(ws.repo, ws.cfg)
-    except CleanroomError as exc:
-        rows.append(Row("variants", MISSING, exc.message, f"restore {v.binary} and {v.source}"))
+    if not ws.cfg.variants_on(ws.repo):
+        # A repo that never had variants (adoption): nothing to restore. verify and the adoption
+        # commands need none; the main job selects one, so it cannot run without them.
+        present = (ws.repo / v.binary).is_file() or (ws.repo / v.source).is_file()
+        why = ("off in cleanroom.toml ([variants] enabled = false)" if present
+               else f"none in this repo (no {v.binary}, {v.source})")
+        rows.append(Row("variants", MISSING, f"{why}: the main job selects one into {v.target}; "
+                        "verify, context, migrate-proto and clean need none",
+                        f"make {v.binary} and {v.source} from your {v.target} (README: adopting the workspace)"))
+        drift = None
     else:
+        try:
+            drift = find_drift(ws.repo, ws.cfg)
+        except CleanroomError as exc:
+            rows.append(Row("variants", MISSING, exc.message, f"restore {v.binary} and {v.source}"))
+            drift = None
+    if drift is not None:
         if drift:
             keys = ", ".join(d.key for d in drift[:3]) + (" ..." if len(drift) > 3 else "")
             rows.append(Row("variants", MISSING, f"{len(drift)} shared key(s) differ: {keys}",
@@ -185,6 +192,25 @@ def workspace_rows(ws: Workspace | None, config_error: str, container: bool) -> 
     return rows
 
 
+def app_container_row(ws: Workspace, engine: bool) -> Row:
+    """This checkout's container (compose project derived from its path): informative only."""
+    from .container import container_state, find_container
+    from .dockerenv import probe
+
+    project = ws.cfg.docker.project
+    if not engine:
+        return Row("app container", NA, f"project {project}: no engine to ask", needed=False)
+    try:
+        cid = find_container(ws)
+    except CleanroomError as exc:
+        return Row("app container", MISSING, exc.message, "invoke down in the other checkout", False)
+    if cid is None:
+        return Row("app container", NA, f"project {project}: none yet", "invoke up (or nox -s build-binary)", False)
+    state = container_state(probe(), cid)
+    return Row("app container", OK if state == "running" else NA, f"project {project}: {cid[:12]} {state}",
+               "" if state == "running" else "invoke up", False)
+
+
 def diagnose(repo: str | None = None, config: str | None = None) -> Report:
     """Every row; a bad config is a row (not an error)."""
     ws: Workspace | None = None
@@ -196,6 +222,8 @@ def diagnose(repo: str | None = None, config: str | None = None) -> Report:
     container = in_container()
     rows, _ = docker_rows(container)
     rows += workspace_rows(ws, error, container)
+    if ws is not None and not container:
+        rows.append(app_container_row(ws, engine=any(r.check == "engine" and r.status == OK for r in rows)))
     report = Report(rows, can_run=not any(r.blocks for r in rows),
                     where="container" if container else "host")
     return report

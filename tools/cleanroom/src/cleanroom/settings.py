@@ -91,6 +91,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLEANROOM_INDEX_URL", _url, "a simple-API package index for pip and Poetry (empty: "
             "Poetry's default source)"),
     Setting("CLEANROOM_BUILDER", _choice("buildkit", "classic"), "the builder to use or model"),
+    Setting("CLEANROOM_COMPOSE", _choice("v2", "v1"), "the Compose to use (default: v2 when present)"),
     Setting("CLEANROOM_BASE_IMAGE", _image, "the base image of the builds"),
     Setting("CLEANROOM_NATIVE_FROM_SOURCE", _requirements, "packages the source build compiles from "
             "their sdists"),

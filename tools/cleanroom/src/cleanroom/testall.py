@@ -29,9 +29,11 @@ def run_test_all(args: Sequence[str], log: Path) -> int:
     start = time.monotonic()
     rc = run_command(test_all_command(args, log))
     took = time.monotonic() - start
-    status = "passed" if rc == 0 else ("no tests collected" if rc == 5 else f"FAILED (pytest exit {rc})")
+    status = ("passed" if rc == 0 else
+              "no tests collected (pytest exit 5: nothing matched the arguments; check -k, -m or the "
+              "paths)" if rc == 5 else f"FAILED (pytest exit {rc})")
     print(f"test-all: {status} in {took:.1f}s; full output in {log}, JUnit XML in {log.with_suffix('.xml')}")
-    return rc
+    return rc  # pytest's own code, 5 included: a run that tested nothing is not a pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
