@@ -56,7 +56,7 @@ def _daily(c: Context, name: str, *argv: str) -> None:
         raise Exit(code=rc)
 
 
-@task(help={"json": "JSON report", "format": "text, json or github"})
+@task(help={"json": "JSON report", "format": "text, concise, json, github or sarif"})
 def verify(c: Context, json: bool = False, format: str = "text") -> None:
     """Check every rule of the doctrine (in the app container when it runs; exit 1 on findings)."""
     _daily(c, "verify", f"--format={'json' if json else format}")

@@ -44,13 +44,13 @@ def test_select_binary_then_source_switches(repo: Path) -> None:
 def test_hand_edit_refused_byte_identical_then_force(repo: Path) -> None:
     assert cli("select", "binary", cwd=repo).rc == 0
     target = repo / "pyproject.toml"
-    edited = target.read_text().replace('numpy = ">=1.26,<3"', 'numpy = "==2.0.0"')
+    edited = target.read_text().replace('"numpy>=1.26,<3"', '"numpy==2.0.0"')
     target.write_text(edited)
     before = snapshot(repo)
     r = cli("select", "source", cwd=repo)
     assert r.rc == 2
     assert "edited by hand" in r.err and "--force" in r.err
-    assert '-numpy = "==2.0.0"' in r.err  # the difference is shown
+    assert '-    "numpy==2.0.0",' in r.err  # the difference is shown
     assert "Traceback" not in r.text
     assert snapshot(repo) == before
     r = cli("select", "source", "--force", cwd=repo)
@@ -182,9 +182,9 @@ def test_pytest_option_in_one_variant_is_drift(repo: Path) -> None:
 
 
 def test_drift_text_and_github_formats(repo: Path) -> None:
-    _edit(repo / "pyproject.binary.toml", lambda d: d["tool"]["poetry"].__setitem__("version", "9.9.9"))
+    _edit(repo / "pyproject.binary.toml", lambda d: d["project"].__setitem__("version", "9.9.9"))
     r = cli("verify", cwd=repo)
     assert r.rc == 1
-    assert "variant-drift (1)" in r.out and "tool.poetry.version" in r.out and "fix:" in r.out
+    assert "variant-drift (1)" in r.out and "project.version" in r.out and "fix:" in r.out
     g = cli("verify", "--format", "github", cwd=repo)
     assert g.rc == 1 and g.out.startswith("::error file=pyproject.source.toml")

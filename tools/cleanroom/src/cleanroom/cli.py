@@ -125,8 +125,27 @@ def cmd_verify(ws: Workspace, args: argparse.Namespace) -> int:
         findings += engine_findings(ws.repo, ws.cfg)
         checked.append("engine-context-diff")
     fmt = "json" if args.json else args.format
-    print(RENDERERS[fmt](Result(findings, checked, report.notes, report.skipped)))
+    result = Result(findings, checked, report.notes, report.skipped)
+    print(RENDERERS[fmt](result))
+    if fmt == "github":
+        _step_summary(result)
     return EXIT_FINDINGS if findings else EXIT_OK
+
+
+def _step_summary(result: Any) -> None:
+    """GitHub shows at most 10 annotations per step: under GitHub Actions (GITHUB_STEP_SUMMARY,
+    GitHub's own variable) every finding also goes to the job's summary page."""
+    from .findings import github_summary
+
+    target = os.environ.get("GITHUB_STEP_SUMMARY", "")
+    if not target:
+        return
+    try:
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(github_summary(result))
+    except OSError as exc:
+        print(f"verify: warning: cannot write the step summary {target}: {exc.strerror or exc}",
+              file=sys.stderr)
 
 
 def cmd_context(ws: Workspace, args: argparse.Namespace) -> int:
@@ -219,6 +238,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run_doctor(args.repo, args.config, as_json=args.json)
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    """The shell's completion script for ``cleanroom``, generated from this very parser (shtab):
+    every command and option, always in step with the CLI."""
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell, root_prefix="cleanroom"))
+    return EXIT_OK
+
+
+COMPLETION_HELP = """\
+install (bash): cleanroom completion bash > ~/.local/share/bash-completion/completions/cleanroom
+install (zsh):  cleanroom completion zsh > ~/.zfunc/_cleanroom   (with fpath+=(~/.zfunc) before
+                compinit in ~/.zshrc)
+then open a new shell."""
+
+
 # -------------------------------------------------------------------------------- parser
 
 
@@ -258,8 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = add_parser("verify", help="check every rule of the doctrine",
                        description="Check every rule of the build-artifact doctrine; exit 1 on findings.")
     v.add_argument("--json", action="store_true", help="JSON report (same as --format json)")
-    v.add_argument("--format", choices=("text", "concise", "json", "github"), default="text",
-                   help="text (grouped by rule, with fixes), concise (one line per finding), json, github")
+    v.add_argument("--format", choices=("text", "concise", "json", "github", "sarif"), default="text",
+                   help="text (grouped by rule, with fixes), concise (one line per finding), json, github "
+                        "(annotations; all findings also to $GITHUB_STEP_SUMMARY when set), sarif (SARIF 2.1.0)")
     v.add_argument("--out", metavar="DIR",
                    help="also check the generated protobuf package under DIR (default inside the container: [proto] out)")
     v.add_argument("--fix", action="store_true",
@@ -344,7 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("args", nargs=argparse.REMAINDER, help="arguments (for test-all: pytest's)")
         t.set_defaults(handler=cmd_daily)
 
-    bi = add_parser("base-image", help="build the offline base image (debootstrap + docker import)")
+    co = add_parser("completion", help="print the shell completion script (bash or zsh)",
+                    description="Print the completion script for the shell.",
+                    epilog=COMPLETION_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    co.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+    co.set_defaults(handler=None, own_workspace=cmd_completion)
+
+    bi = add_parser("base-image", help="build the offline base image (mmdebstrap | docker import)")
     bi.add_argument("--tag", default="cleanroom-base:offline")
     bi.add_argument("--rebuild", action="store_true", help="rebuild even if it exists")
     bi.set_defaults(handler=cmd_base_image)

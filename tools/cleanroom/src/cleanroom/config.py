@@ -60,7 +60,10 @@ class Variants:
     source: str = "pyproject.source.toml"
     target: str = "pyproject.toml"
     # Sections (dotted key paths) that must be identical in both variants ...
+    # (PEP 621's [project] and PEP 735's [dependency-groups] as well as Poetry's own tables) ...
     shared: tuple[str, ...] = (
+        "project",
+        "dependency-groups",
         "tool.poetry",
         "tool.pytest",
         "tool.mypy",
@@ -69,6 +72,9 @@ class Variants:
     )
     # ... except these, which describe dependency sources and versions and may differ.
     may_differ: tuple[str, ...] = (
+        "project.dependencies",
+        "project.optional-dependencies.gpu",
+        "dependency-groups.gpu",
         "tool.poetry.dependencies",
         "tool.poetry.source",
         "tool.poetry.group.gpu",

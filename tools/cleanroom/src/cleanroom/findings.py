@@ -1,5 +1,6 @@
-"""Findings and their reports: text grouped by rule, concise (one line each), JSON, and GitHub
-annotations. Notes (what could not be checked, and why) go with every format."""
+"""Findings and their reports: text grouped by rule, concise (one line each), JSON, GitHub
+annotations (with a step summary) and SARIF 2.1.0. Notes (what could not be checked, and why) go
+with every format."""
 
 from __future__ import annotations
 
@@ -7,19 +8,24 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-RULES: tuple[str, ...] = (
-    "tracked-artifact",
-    "untracked-artifact",
-    "gitignore-gap",
-    "dockerignore-gap",
-    "copy-excluded",
-    "dead-ignore-file",
-    "context-leak",
-    "variant-drift",
-    "generated-missing",
-    "generated-stale",
-    "engine-context-diff",
-)
+# Every rule verify can report, in report order, with what it means (the SARIF rule table and
+# the GitHub step summary read it; verify.RULES says how each is checked).
+RULE_DOCS: dict[str, str] = {
+    "tracked-artifact": "git tracks a file the artifact policy names (a build output, lockfile, "
+                        "generated code or cache)",
+    "untracked-artifact": "an artifact in the tree that no .gitignore rule covers",
+    "gitignore-gap": "an artifact pattern the .gitignore files do not cover",
+    "dockerignore-gap": "an artifact pattern a build's .dockerignore does not cover",
+    "copy-excluded": "a Dockerfile COPY/ADD names a file its build context leaves out",
+    "dead-ignore-file": "an ignore file no build reads, or a line in one that can never match",
+    "context-leak": "an artifact that exists now and would be sent in a build context",
+    "variant-drift": "a key of the shared sections differs between the pyproject variants",
+    "generated-missing": "the generated protobuf package is missing",
+    "generated-stale": "the generated protobuf package does not match the .proto sources",
+    "engine-context-diff": "the Docker engine's own build context differs from the engine's prediction",
+}
+RULES: tuple[str, ...] = tuple(RULE_DOCS)
+_ORDER = {name: i for i, name in enumerate(RULES)}
 
 
 def human_size(n: int) -> str:
@@ -44,8 +50,7 @@ class Finding:
     related: tuple[str, ...] = ()
 
     def sort_key(self) -> tuple[int, str, int, str]:
-        return (RULES.index(self.rule) if self.rule in RULES else 99, self.path, self.line or 0,
-                self.message)
+        return (_ORDER.get(self.rule, 99), self.path, self.line or 0, self.message)
 
     @property
     def location(self) -> str:
@@ -167,4 +172,85 @@ def render_github(r: Result) -> str:
     return "\n".join(out)
 
 
-RENDERERS = {"text": render_text, "concise": render_concise, "json": render_json, "github": render_github}
+def github_summary(r: Result) -> str:
+    """Markdown for ``$GITHUB_STEP_SUMMARY``: every finding, since GitHub shows at most 10
+    annotations of a step in the run's view."""
+    lines = ["## cleanroom verify", ""]
+    if not r.findings:
+        lines.append(f"Clean: no findings ({len(r.checked)} rules checked).")
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in _counts(r.findings).items())
+        lines += [f"**{len(r.findings)} finding(s)**: {counts}.", "",
+                  "| rule | where | what | fix |", "| --- | --- | --- | --- |"]
+
+        def cell(text: str) -> str:
+            return utf8(text).replace("|", "\\|").replace("\n", " ")
+
+        for f in sorted(r.findings, key=Finding.sort_key):
+            lines.append(f"| `{f.rule}` | `{cell(f.location)}` | {cell(f.message)} | {cell(f.fix)} |")
+    if r.notes:
+        lines += ["", *[f"- note: {utf8(n)}" for n in r.notes]]
+    return "\n".join(lines) + "\n"
+
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+def _uri(path: str) -> str:
+    """A repo-relative path as a SARIF URI reference (percent-encoded, forward slashes)."""
+    from urllib.parse import quote
+
+    return quote(utf8(path).replace("\\", "/") or ".", safe="/")
+
+
+def _location(path: str, line: int | None = None) -> dict[str, object]:
+    physical: dict[str, object] = {"artifactLocation": {"uri": _uri(path), "uriBaseId": "%SRCROOT%"}}
+    if line:
+        physical["region"] = {"startLine": line}
+    return {"physicalLocation": physical}
+
+
+def render_sarif(r: Result, error: str | None = None) -> str:
+    """SARIF 2.1.0 (one run; the rule table from RULE_DOCS; the fix in each result's message and
+    properties), for GitHub code scanning and other SARIF viewers. With ``error`` (verify could
+    not run): no results, and the run says it did not succeed, and why."""
+    from . import __version__
+
+    results = []
+    for f in sorted(r.findings, key=Finding.sort_key):
+        res: dict[str, object] = {
+            "ruleId": f.rule,
+            "ruleIndex": _ORDER.get(f.rule, 0),
+            "level": "error" if f.severity == "error" else "warning",
+            "message": {"text": utf8(f"{f.message} Fix: {f.fix}")},
+            # a finding about a folder (a group of files in it) is shown at its first file
+            "locations": [_location(f.related[0] if f.path in ("", ".") and f.related else f.path, f.line)],
+            "properties": {"fix": utf8(f.fix)},
+        }
+        if f.related:
+            res["relatedLocations"] = [{"id": i, **_location(p)} for i, p in enumerate(f.related)]
+        results.append(res)
+    rules = [{"id": name, "name": name, "shortDescription": {"text": doc},
+              "defaultConfiguration": {"level": "error"}} for name, doc in RULE_DOCS.items()]
+    invocation: dict[str, object] = {"executionSuccessful": error is None}
+    notes = [{"level": "note", "message": {"text": utf8(n)}} for n in r.notes]
+    if error is not None:
+        notes.insert(0, {"level": "error", "message": {"text": utf8(error)}})
+    if notes:
+        invocation["toolExecutionNotifications"] = notes
+    doc = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "cleanroom", "version": __version__, "semanticVersion": __version__,
+                                "rules": rules}},
+            "invocations": [invocation],
+            "columnKind": "unicodeCodePoints",
+            "results": results,
+        }],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+RENDERERS = {"text": render_text, "concise": render_concise, "json": render_json, "github": render_github,
+             "sarif": render_sarif}

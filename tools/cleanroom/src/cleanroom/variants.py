@@ -71,25 +71,52 @@ def _sources_used(deps: Any) -> set[str]:
     return used
 
 
+def _group_tables(doc: Any) -> tuple[Any, Any]:
+    """Poetry's ``[tool.poetry.group]`` and PEP 735's ``[dependency-groups]`` (either may be
+    absent: then an empty dict)."""
+    poetry = get_path(doc, "tool.poetry")
+    pgroups = poetry.get("group", {}) if isinstance(poetry, dict) else {}
+    dgroups = doc.get("dependency-groups", {})
+    return (pgroups if isinstance(pgroups, dict) else {}), (dgroups if isinstance(dgroups, dict) else {})
+
+
+def _includes(dgroups: Any, name: str) -> list[str]:
+    """The [dependency-groups] that include group ``name`` (``{include-group = name}``)."""
+    return [g for g, items in dgroups.items() if isinstance(items, list)
+            and any(isinstance(i, dict) and i.get("include-group") == name for i in items)]
+
+
 def drop_groups(doc: TOMLDocument, groups: Sequence[str], file: Path) -> list[str]:
     """Remove optional dependency groups and the package sources only they used.
 
-    Returns the names of the sources removed.
+    A group is Poetry's (``[tool.poetry.group.<g>]``) or PEP 735's (``[dependency-groups]``), or
+    both (Poetry 2 marks a PEP 735 group optional in ``[tool.poetry.group.<g>]``). Returns the
+    names of the sources removed.
     """
     poetry = get_path(doc, "tool.poetry")
-    all_groups = poetry.get("group", {}) if isinstance(poetry, dict) else {}
+    pgroups, dgroups = _group_tables(doc)
     for g in groups:
-        if g not in all_groups:
-            known = ", ".join(all_groups) or "none"
+        if g not in pgroups and g not in dgroups:
+            known = ", ".join(dict.fromkeys([*pgroups, *dgroups])) or "none"
             raise BadInput(f"{file}: no dependency group '{g}' (groups: {known})")
-        if not all_groups[g].get("optional", False):
-            raise BadInput(f"{file}: group '{g}' is not optional; only optional groups can be left out")
+        if not (pgroups.get(g) or {}).get("optional", False):
+            raise BadInput(f"{file}: group '{g}' is not optional ([tool.poetry.group.{g}] optional = true); "
+                           "only optional groups can be left out")
+        users = [u for u in _includes(dgroups, g) if u not in groups]
+        if users:
+            raise BadInput(f"{file}: group '{g}' is included by [dependency-groups] {', '.join(users)}; "
+                           "leave those out too, or drop the include-group")
     dropped_use: set[str] = set()
     for g in groups:
-        dropped_use |= _sources_used(all_groups[g].get("dependencies", {}))
-        del all_groups[g]
-    if not all_groups and isinstance(poetry, dict) and "group" in poetry:
+        if g in pgroups:
+            dropped_use |= _sources_used(pgroups[g].get("dependencies", {}))
+            del pgroups[g]
+        if g in dgroups:
+            del dgroups[g]
+    if not pgroups and isinstance(poetry, dict) and "group" in poetry:
         del poetry["group"]
+    if not dgroups and "dependency-groups" in doc:
+        del doc["dependency-groups"]
     still_used: set[str] = set()
     for _, deps in _dependency_tables(doc):
         still_used |= _sources_used(deps)
@@ -130,25 +157,65 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+_REQ_NAME = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
+
+
+def _req_name(req: Any) -> str | None:
+    """The distribution name of a PEP 508 string (None for anything else)."""
+    m = _REQ_NAME.match(req) if isinstance(req, str) else None
+    return _norm(m.group(1)) if m else None
+
+
+def _direct_reference(req: str, dist: str, whl: Path) -> str:
+    """``req`` pointed at a wheel file, keeping its markers: ``dist @ file:///... ; markers``."""
+    markers = req.split(";", 1)[1].strip() if ";" in req else ""
+    return f"{dist} @ {whl.as_uri()}" + (f" ; {markers}" if markers else "")
+
+
+def _poetry_main(doc: TOMLDocument) -> Any:
+    """``[tool.poetry.dependencies]``, made when missing."""
+    tool = doc.setdefault("tool", tomlkit.table(True))
+    return tool.setdefault("poetry", tomlkit.table()).setdefault("dependencies", tomlkit.table())
+
+
 def use_local_wheels(doc: TOMLDocument, wheels: Sequence[Path]) -> list[str]:
-    """Point each wheel's package at the wheel file (a path dependency), wherever it is
-    declared; a package declared nowhere is added to the main dependencies. Returns names."""
+    """Point each wheel's package at the wheel file, wherever it is declared: a Poetry table
+    entry becomes a path dependency; a PEP 508 string in [dependency-groups] becomes a direct
+    reference; one in [project].dependencies gets a Poetry path entry beside it (Poetry 2 lets
+    [tool.poetry.dependencies] add a source to a [project] dependency). A package declared nowhere
+    is added to the main dependencies ([project] when it lists them). Returns the names."""
     tables = list(_dependency_tables(doc))
+    project = doc.get("project")
+    pdeps = project.get("dependencies") if isinstance(project, dict) else None
+    _, dgroups = _group_tables(doc)
     names = []
     for whl in sorted(wheels):
         dist = whl.name.split("-")[0]
         spec = tomlkit.inline_table()
         spec["path"] = str(whl)
-        hits = [(deps, key) for _, deps in tables for key in list(deps) if _norm(key) == _norm(dist)]
-        if hits:
-            for deps, key in hits:
+        found = False
+        for _, deps in tables:
+            for key in [k for k in list(deps) if _norm(k) == _norm(dist)]:
                 old = deps[key]
                 if isinstance(old, dict) and "markers" in old:
                     spec["markers"] = old["markers"]
                 deps[key] = spec
-        else:
-            main = doc["tool"]["poetry"].setdefault("dependencies", tomlkit.table())
-            main[dist] = spec
+                found = True
+        for items in dgroups.values():
+            if isinstance(items, list):
+                for i, req in enumerate(list(items)):
+                    if _req_name(req) == _norm(dist):
+                        items[i] = _direct_reference(req, dist, whl)
+                        found = True
+        if isinstance(pdeps, list) and any(_req_name(r) == _norm(dist) for r in pdeps):
+            if not found:
+                _poetry_main(doc)[dist] = spec
+            found = True
+        if not found:
+            if isinstance(pdeps, list):
+                pdeps.append(f"{dist} @ {whl.as_uri()}")
+            else:
+                _poetry_main(doc)[dist] = spec
         names.append(dist)
     return names
 
