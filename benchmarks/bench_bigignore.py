@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ENGINE_SRC, Row, engine_env  # noqa: E402
+from common import ENGINE_SRC, Row, engine_env, table  # noqa: E402
 from trees import _git  # noqa: E402
 
 TARGET_S = 2.0
@@ -119,33 +119,6 @@ def time_once(argv: Sequence[str], env: dict[str, str], timeout: float) -> float
     return took
 
 
-def absolute_table(title: str, rows: Sequence[tuple[Row, float | None, int]]) -> tuple[str, bool]:
-    """The benches' table (median, min, max), with an absolute target per row (None: none)
-    and PASS/MISS; a row's third item counts the runs cut off by the timeout (a MISS)."""
-    head = ("case", "runs", "median s", "min s", "max s", "target", "result")
-    lines: list[tuple[str, ...]] = [head]
-    ok = True
-    for r, target, timed_out in rows:
-        if timed_out:
-            cells = (r.name, f"{len(r.times)}+{timed_out} cut", f"> {max(r.times):.1f}",
-                     "", "", f"<= {target:g} s" if target else "", "MISS")
-            ok = False
-        else:
-            met = target is None or r.median <= target
-            ok = ok and met
-            cells = (r.name, str(len(r.times)), f"{r.median:.3f}", f"{min(r.times):.3f}",
-                     f"{max(r.times):.3f}", f"<= {target:g} s" if target else "",
-                     ("PASS" if met else "MISS") if target else "")
-        lines.append(cells)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    out = [title, ""]
-    for i, line in enumerate(lines):
-        out.append("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out), ok
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
@@ -185,11 +158,9 @@ def main() -> int:
                     times[name].append(args.timeout)
                 else:
                     times[name].append(took)
-        rows = []
-        for name, _repo, _builder, target in cases:
-            ts = times[name] if cut[name] else times[name][1:]
-            rows.append((Row(name, ts), target, cut[name]))
-        text, ok = absolute_table(
+        rows = [Row(name, times[name] if cut[name] else times[name][1:], limit=target, cut=cut[name])
+                for name, _repo, _builder, target in cases]
+        text, ok = table(
             f"bench_bigignore: cleanroom context on a {args.files}-file repo ({sent} files sent), "
             f"whole-process wall time, median of {runs} runs, python {sys.version.split()[0]}, "
             f"engine {args.src} ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})", rows)

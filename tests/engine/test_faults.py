@@ -207,21 +207,9 @@ def gap_in(repo: Path, rel: str, needle: str) -> None:
 @contextlib.contextmanager
 def read_only(src: Path, dst: Path) -> Iterator[Path]:
     """``src`` seen read-only at ``dst`` (a bind mount, remounted ro); unmounted in the end."""
-    if NOT_ROOT:
-        pytest.skip(NEEDS_ROOT)
-    dst.mkdir(parents=True, exist_ok=True)
-    try:
-        sh("mount", "--bind", src, dst)
-    except OSError as exc:
-        pytest.skip(f"cannot bind-mount here: {exc}")
-    try:
+    with bind(src, dst):
         sh("mount", "-o", "remount,bind,ro", dst)
         yield dst
-    finally:
-        try:
-            sh("umount", dst)
-        except OSError:
-            sh("umount", "-l", dst)
 
 
 @contextlib.contextmanager
