@@ -262,6 +262,9 @@ def test_crlf_bom_and_symlinks_survive(facade: Path) -> None:
 
 INTERRUPT = """
 import os, signal, sys
+# Ctrl-C as a user's terminal delivers it: a shell that started the suite in the background
+# (CI under nohup, `cmd &`) hands SIGINT down ignored, and Python keeps it so
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {src!r})
 import cleanroom.migrate as mig
 from cleanroom.cli import main
