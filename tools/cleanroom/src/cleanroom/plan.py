@@ -7,9 +7,7 @@ assert on the plans themselves, so most of the engine is testable without Docker
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +30,8 @@ class Run:
     log: Path | None = None
 
     def show(self) -> str:
+        import shlex
+
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
         cmd = shlex.join(self.argv)
         where = f" (in {self.cwd})" if self.cwd else ""
@@ -124,6 +124,11 @@ def remove_path(path: Path) -> None:
 
 def run_command(action: Run, out: IO[str] | None = None) -> int:
     """Run one command, streaming its output (and teeing it to ``action.log`` when set)."""
+    # imported here, not at the top: plans that run no command (`cleanroom proto`, whose
+    # whole run is measured against raw protoc) do not pay for subprocess (~17 ms)
+    import shlex
+    import subprocess
+
     env = {**os.environ, **action.env}
     try:
         if action.log is None:
