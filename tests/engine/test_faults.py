@@ -213,14 +213,16 @@ def read_only(src: Path, dst: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def bind(src: Path, dst: Path) -> Iterator[Path]:
+def mounted(dst: Path, *mount_args: str | Path, what: str) -> Iterator[Path]:
+    """``mount MOUNT_ARGS DST`` (root only; skipped with the reason where it cannot be done),
+    unmounted in the end (lazily if busy)."""
     if NOT_ROOT:
         pytest.skip(NEEDS_ROOT)
     dst.mkdir(parents=True, exist_ok=True)
     try:
-        sh("mount", "--bind", src, dst)
+        sh("mount", *mount_args, dst)
     except OSError as exc:
-        pytest.skip(f"cannot bind-mount here: {exc}")
+        pytest.skip(f"cannot {what} here: {exc}")
     try:
         yield dst
     finally:
@@ -230,22 +232,12 @@ def bind(src: Path, dst: Path) -> Iterator[Path]:
             sh("umount", "-l", dst)
 
 
-@contextlib.contextmanager
-def small_tmpfs(dst: Path, size: str = "64k") -> Iterator[Path]:
-    if NOT_ROOT:
-        pytest.skip(NEEDS_ROOT)
-    dst.mkdir(parents=True, exist_ok=True)
-    try:
-        sh("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", dst)
-    except OSError as exc:
-        pytest.skip(f"cannot mount a tmpfs here: {exc}")
-    try:
-        yield dst
-    finally:
-        try:
-            sh("umount", dst)
-        except OSError:
-            sh("umount", "-l", dst)
+def bind(src: Path, dst: Path) -> contextlib.AbstractContextManager[Path]:
+    return mounted(dst, "--bind", src, what="bind-mount")
+
+
+def small_tmpfs(dst: Path, size: str = "64k") -> contextlib.AbstractContextManager[Path]:
+    return mounted(dst, "-t", "tmpfs", "-o", f"size={size}", "tmpfs", what="mount a tmpfs")
 
 
 IMPORT_ALL = r"""
