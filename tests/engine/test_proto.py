@@ -350,13 +350,13 @@ def test_unchanged_stat_reuses_the_recorded_hash(prepo: Path, tmp_path: Path,
     proto.generate(ws, d)
     assert set(manifest(d)["stat"]) == {"common.proto", "simulation.proto", "pricing.proto"}
     hashed: list[bytes] = []
-    real = proto._sha256()
+    real = proto.sha256()
 
     def counting(data: bytes) -> object:
         hashed.append(data)
         return real(data)
 
-    monkeypatch.setattr(proto, "_sha256", lambda: counting)
+    monkeypatch.setattr(proto, "sha256", lambda: counting)
     assert proto.check(ws, d) == [] and hashed == []  # nothing read
     src = prepo / "proto" / "pricing.proto"
     src.write_bytes(src.read_bytes().replace(b"double price = 1;", b"double price = 9;"))

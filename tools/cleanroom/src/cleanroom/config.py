@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from types import UnionType
@@ -216,11 +217,22 @@ def derive_package(legacy_module: str, repo: Path) -> str:
 def derive_project(repo: Path) -> str:
     """The compose project of a checkout: its folder's name (readable) and a short hash of its
     absolute path (unique), in the characters Compose allows (``spectralmc-3f2a9c1e``)."""
-    import hashlib
-
     top = repo.resolve()
     name = re.sub(r"[^a-z0-9_-]", "-", top.name.lower()).strip("-_") or "checkout"
-    return f"{name[:40]}-{hashlib.sha256(str(top).encode()).hexdigest()[:8]}"
+    return f"{name[:40]}-{sha256()(str(top).encode()).hexdigest()[:8]}"
+
+
+def sha256() -> Callable[[bytes], Any]:
+    """hashlib's sha256, from the builtin module where there is one: importing hashlib loads
+    OpenSSL (~3 ms), paid by every command that reads the config."""
+    try:
+        from _sha2 import sha256 as fn  # type: ignore[import-not-found, unused-ignore]  # 3.12+
+    except ImportError:
+        try:
+            from _sha256 import sha256 as fn  # type: ignore[import-not-found, no-redef, unused-ignore]
+        except ImportError:
+            from hashlib import sha256 as fn  # type: ignore[assignment, unused-ignore]
+    return fn  # type: ignore[no-any-return, unused-ignore]
 
 
 _SECTIONS: dict[str, type] = {

@@ -7,9 +7,7 @@ assert on the plans themselves, so most of the engine is testable without Docker
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +78,8 @@ def atomic_write(path: Path, content: str | bytes) -> None:
     """Write ``content`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     data = content.encode() if isinstance(content, str) else content
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -87,7 +87,7 @@ def atomic_write(path: Path, content: str | bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         if path.exists():
-            shutil.copymode(path, tmp)
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
         else:
             os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -119,6 +119,8 @@ def remove_path(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink(missing_ok=True)
     elif path.is_dir():
+        import shutil
+
         shutil.rmtree(path)
 
 

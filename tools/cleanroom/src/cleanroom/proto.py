@@ -24,7 +24,7 @@ versions, the options and the outputs; when nothing changed, the run says ``up t
 importing protoc or protobuf (that path stats the sources, hashing those whose stat changed, and
 lists the package). ``check()`` / ``--check`` name what is missing or stale.
 
-Atomic: the package is written into ``DIR/.<package>.tmp`` and swapped in (``renameat2`` with
+Atomic: protoc writes the package into ``DIR/.<package>.tmp/<package>``, which is swapped in (``renameat2`` with
 ``RENAME_EXCHANGE`` where the kernel has it, else two renames), under an ``flock`` on
 ``DIR/.<package>.lock``; a killed run's leftovers are removed by the next one. A failed run
 (protoc error, unwritable folder) replaces nothing.
@@ -45,7 +45,7 @@ from time import time_ns
 from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
-from .config import Config
+from .config import Config, sha256
 from .errors import BadInput, StepFailed, ToolMissing
 from .workspace import Workspace, in_container
 
@@ -215,18 +215,6 @@ def options(t: Target) -> dict[str, Any]:
     }
 
 
-def _sha256() -> Callable[[bytes], Any]:
-    # The builtin implementation when there is one: importing hashlib loads OpenSSL (~2 ms).
-    try:
-        from _sha2 import sha256  # type: ignore[import-not-found, unused-ignore]  # 3.12+
-    except ImportError:
-        try:
-            from _sha256 import sha256  # type: ignore[import-not-found, no-redef, unused-ignore]
-        except ImportError:
-            from hashlib import sha256  # type: ignore[assignment, unused-ignore]
-    return sha256  # type: ignore[no-any-return, unused-ignore]
-
-
 # A file changed less than this before it was hashed may change again within the same timestamp
 # tick without its stat changing ("racily clean", as git calls it): its stat is not trusted.
 RACY_NS = 2_000_000_000
@@ -241,7 +229,7 @@ def wanted(t: Target, have: Mapping[str, Any] | None = None) -> dict[str, Any]:
     ``RACY_NS``, so a change within the same timestamp tick is still seen."""
     old_hash: Mapping[str, str] = (have or {}).get("inputs") or {}
     old_stat: Mapping[str, list[int]] = (have or {}).get("stat") or {}
-    sha256: Callable[[bytes], Any] | None = None
+    digest: Callable[[bytes], Any] | None = None
     now = time_ns()
     inputs: dict[str, str] = {}
     stats: dict[str, list[int]] = {}
@@ -252,9 +240,9 @@ def wanted(t: Target, have: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if old_stat.get(rel) == key and rel in old_hash:
             inputs[rel] = old_hash[rel]
         else:
-            sha256 = sha256 or _sha256()
+            digest = digest or sha256()
             with open(path, "rb") as fh:
-                inputs[rel] = sha256(fh.read()).hexdigest()
+                inputs[rel] = digest(fh.read()).hexdigest()
         if now - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS:
             stats[rel] = key
     return {
@@ -698,19 +686,21 @@ def protoc_include() -> str:
 
 
 def protoc_args(t: Target, files: list[str], work: Path, include: str,
-                root: Path | None = None) -> list[str]:
+                root: Path | None = None, out: Path | None = None) -> list[str]:
     """protoc's arguments for the sources staged by :func:`stage_sources` into ``root`` (default
-    ``work/src``): every output goes to a zip in ``work`` (one file each for protoc to write; the
-    package's files are written once, from memory), plus the descriptor set. The files are named
-    by their staged paths (absolute: never confused with a same-named file under the current
-    folder), which protoc maps to ``<package>/<rel>`` through the staging root."""
+    ``work/src``): protoc writes every module straight into ``out`` (default ``work``), as
+    ``out/<package>/...`` (the package's tree as it will be installed: nothing is copied
+    afterwards), and the descriptor set into ``work``. The files are named by their staged paths
+    (absolute: never confused with a same-named file under the current folder), which protoc maps
+    to ``<package>/<rel>`` through the staging root."""
     root = work / STAGE if root is None else root
+    out = work if out is None else out
     return [
         f"-I{root}",
         f"-I{include}",
-        f"--python_out={work / 'py.zip'}",
-        f"--pyi_out={work / 'pyi.zip'}",
-        f"--grpc_python_out={work / 'grpc.zip'}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
         f"--descriptor_set_out={work / 'descriptors.pb'}",
         "--include_imports",
         *(str(root / t.package / f) for f in files),
@@ -803,13 +793,13 @@ class Generation:
         root = _stage(t, files, work)
         try:
             _pause("staged")
-            rc, err = run_protoc(protoc_args(t, files, work, protoc_include(), root))
+            rc, err = run_protoc(protoc_args(t, files, work, protoc_include(), root, self.tmp))
         finally:
             _unstage(root, work)
         err = unstage_messages(err, t, root, files)
         if rc != 0:
             # protoc could not write its output into the work folder (a full disk): say so first
-            failed_write = next((ln for ln in err.splitlines() if ln.startswith(f"{work}{os.sep}")), None)
+            failed_write = next((ln for ln in err.splitlines() if ln.startswith(f"{self.tmp}{os.sep}")), None)
             if failed_write is not None:
                 raise BadInput(
                     f"cannot write to the output folder {t.out} ({failed_write.rpartition(': ')[2]}): "
@@ -825,14 +815,16 @@ class Generation:
 
     # -- rewrite ----------------------------------------------------------------------
     def rewrite(self) -> None:
+        """Complete the tree protoc wrote into ``<tmp>/<package>``: drop the gRPC modules of
+        files without services, add ``__init__.py`` per folder and ``py.typed``, and the manifest
+        last. protoc's modules are kept as it wrote them: they already import (and name) ours as
+        ``<package>.x_pb2``, since it compiled ``<package>/x.proto``."""
         if self.skip:
             return
-        import io
-        import zipfile
-
         t = self.t
         assert self.tmp is not None
         work = self.tmp / ".protoc"
+        pkg = self.tmp / t.package
         inputs = set(self.st.want["inputs"])
         prefix = f"{t.package}/"
         # Every name protoc compiled ours as is "<package>/<rel>" (google/protobuf/... are not).
@@ -843,86 +835,64 @@ class Generation:
         missing = inputs - described.keys()
         if missing:
             raise StepFailed(f"protoc did not compile {', '.join(sorted(missing))}")
-        by_module = {module_name(rel): rel for rel in inputs}
-        contents: dict[str, bytes] = {}
-        for zname in ("py.zip", "pyi.zip", "grpc.zip"):
-            with zipfile.ZipFile(io.BytesIO((work / zname).read_bytes())) as z:
-                for info in z.infolist():
-                    contents[info.filename] = z.read(info)
         _rmtree(work)
-
-        # protoc's output as it wrote it: it already imports (and names) our modules as
-        # <package>.x_pb2, since it compiled <package>/x.proto.
-        files: dict[str, bytes] = {}
+        stray = [e for e in os.listdir(self.tmp) if e != t.package]
+        if stray:
+            raise StepFailed(f"protoc wrote {stray[0]} outside the package, which no input explains")
+        by_module = {module_name(rel): rel for rel in inputs}
+        outputs: dict[str, int] = {}
         folders = {""}
-        for zpath, data in sorted(contents.items()):
-            path = zpath[len(prefix):] if zpath.startswith(prefix) else ""
-            stem = path.rsplit(".", 1)[0]
-            own = stem[: -len("_grpc")] if stem.endswith("_grpc") else stem
-            rel = by_module.get(own.replace("/", "."))
-            if rel is None:
-                raise StepFailed(f"protoc wrote {zpath}, which no input explains")
-            if path.endswith("_pb2_grpc.py") and rel not in services:
-                continue  # protoc writes a (useless) gRPC module for every file; keep real ones
-            files[path] = data
-            parts = path.split("/")[:-1]
-            folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+        stack = [("", str(pkg))]
+        while stack:
+            rel_dir, disk = stack.pop()
+            with os.scandir(disk) as entries:
+                for e in entries:
+                    path = f"{rel_dir}{e.name}"
+                    if e.is_dir(follow_symlinks=False):
+                        folders.add(path)
+                        stack.append((f"{path}/", e.path))
+                        continue
+                    stem = path.rsplit(".", 1)[0]
+                    own = stem[: -len("_grpc")] if stem.endswith("_grpc") else stem
+                    rel = by_module.get(own.replace("/", "."))
+                    if rel is None:
+                        raise StepFailed(f"protoc wrote {prefix}{path}, which no input explains")
+                    if path.endswith("_pb2_grpc.py") and rel not in services:
+                        os.unlink(e.path)  # protoc writes a (useless) gRPC module for every file
+                        continue
+                    outputs[path] = e.stat(follow_symlinks=False).st_size
         init = INIT_TEXT.format(sources=t.sources_display).encode()
-        for folder in sorted(folders):
-            files[f"{folder}/__init__.py" if folder else "__init__.py"] = init
-        files["py.typed"] = b""
-        self._write_all(files)
-        self.outputs = {rel: len(data) for rel, data in sorted(files.items())}
-        self.written = len(files)
+        for folder in folders:
+            rel = f"{folder}/__init__.py" if folder else "__init__.py"
+            _write_file(pkg / rel, init)
+            outputs[rel] = len(init)
+        _write_file(pkg / "py.typed", b"")
+        outputs["py.typed"] = 0
+        self.outputs = dict(sorted(outputs.items()))
+        self.written = len(outputs)
         # The manifest last: a tree with a manifest is complete.
         manifest = {**self.st.want, "outputs": self.outputs}
-        _write_file(self.tmp / MANIFEST, _manifest_text(manifest).encode())
+        _write_file(pkg / MANIFEST, _manifest_text(manifest).encode())
         _pause("rewrite")
-
-    def _write_all(self, files: Mapping[str, bytes]) -> None:
-        """Write the files into the temporary tree; many files in a few threads (creating a file
-        waits on the filesystem far more than on Python, and os.open/os.write release the GIL)."""
-        assert self.tmp is not None
-        tmp = self.tmp
-        for folder in sorted({os.path.dirname(rel) for rel in files} - {""}):
-            (tmp / folder).mkdir(parents=True, exist_ok=True)
-        items = [(f"{tmp}/{rel}", data) for rel, data in files.items()]
-        # Sequentially first: where creating a file is cheap (tmpfs, a local disk) that is all;
-        # where it is slow (a network or sandboxed filesystem), the rest goes to a few threads.
-        import time
-
-        start = time.perf_counter()
-        head, rest = items[:32], items[32:]
-        for path, data in head:
-            _write_file(path, data)
-        if not rest:
-            return
-        if time.perf_counter() - start < 100e-6 * len(head):
-            for path, data in rest:
-                _write_file(path, data)
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            for _ in pool.map(lambda item: _write_file(*item), rest, chunksize=16):
-                pass  # re-raises the first error
 
     # -- swap -------------------------------------------------------------------------
     def swap(self) -> None:
+        """Put ``<tmp>/<package>`` in place of the package (atomically where the kernel can),
+        then remove the temporary folder (holding the old tree after an exchange)."""
         if self.skip:
             return
         t = self.t
         assert self.tmp is not None
-        tmp, dst = self.tmp, t.package_dir
+        tmp, new, dst = self.tmp, self.tmp / t.package, t.package_dir
         if not dst.exists():
-            os.rename(tmp, dst)
-        elif _exchange(tmp, dst):
+            os.rename(new, dst)
+        elif _exchange(new, dst):
             _pause("swap")
-            _rmtree(tmp)  # now the old tree
         else:
             os.rename(dst, t.old_dir)
-            os.rename(tmp, dst)
+            os.rename(new, dst)
             _rmtree(t.old_dir)
+        _rmtree(tmp)
         self.tmp = None
 
     def close(self) -> None:
@@ -1071,16 +1041,17 @@ def _plan_for(t: Target, st: Status, *, pth: bool, log: IO[str] | None = None) -
         plan.append(Call(gen.lock, f"lock {t.lock_path} and clean up after killed runs"))
         if not st.current:
             work = t.tmp_dir / ".protoc"
-            argv = protoc_args(t, [], work, "<grpc_tools>/_proto", Path("<stage>"))
+            argv = protoc_args(t, [], work, "<grpc_tools>/_proto", Path("<stage>"), t.tmp_dir)
             shown = shlex.join(["protoc", *argv, f"<{len(st.want['inputs'])} files>"])
             plan += [
                 Call(gen.protoc, f"stage {t.sources_display} as <stage>/{t.package} (imports of "
                                  f"our files qualified by {t.package}/; <stage> is a folder in "
                                  f"{' or '.join((*_stage_parents(), str(work)))}), then "
                                  f"{shown} (in-process)"),
-                Call(gen.rewrite, f"write the package into {t.tmp_dir}: protoc's modules, "
-                                  f"__init__.py per folder, {MANIFEST}"),
-                Call(gen.swap, f"swap {t.tmp_dir} and {t.package_dir} atomically, remove the old tree"),
+                Call(gen.rewrite, f"complete {t.tmp_dir / t.package} (protoc's modules): gRPC "
+                                  f"modules without services dropped, __init__.py per folder, {MANIFEST}"),
+                Call(gen.swap, f"swap {t.tmp_dir / t.package} and {t.package_dir} atomically, "
+                               f"remove {t.tmp_dir} with the old tree"),
             ]
     if pth:
         action = pth_action(t)

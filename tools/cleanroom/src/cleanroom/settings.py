@@ -10,7 +10,6 @@ few names of their own, listed in :data:`SCRIPT_NAMES`).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
@@ -115,6 +114,8 @@ def check(environ: Mapping[str, str] | None = None, warn: bool = True) -> None:
         s = BY_NAME.get(name)
         if s is None:
             if warn and name not in SCRIPT_NAMES:
+                import difflib
+
                 near = difflib.get_close_matches(name, BY_NAME, n=1)
                 hint = f" (did you mean {near[0]}?)" if near else ""
                 print(f"cleanroom: warning: {name} is not a setting the engine reads{hint}", file=sys.stderr)
