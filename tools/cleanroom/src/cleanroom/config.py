@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
 
 from .errors import ConfigError
+from .hashing import sha256
 
 CONFIG_NAME = "cleanroom.toml"
 
@@ -220,19 +220,6 @@ def derive_project(repo: Path) -> str:
     top = repo.resolve()
     name = re.sub(r"[^a-z0-9_-]", "-", top.name.lower()).strip("-_") or "checkout"
     return f"{name[:40]}-{sha256()(str(top).encode()).hexdigest()[:8]}"
-
-
-def sha256() -> Callable[[bytes], Any]:
-    """hashlib's sha256, from the builtin module where there is one: importing hashlib loads
-    OpenSSL (~3 ms), paid by every command that reads the config."""
-    try:
-        from _sha2 import sha256 as fn  # type: ignore[import-not-found, unused-ignore]  # 3.12+
-    except ImportError:
-        try:
-            from _sha256 import sha256 as fn  # type: ignore[import-not-found, no-redef, unused-ignore]
-        except ImportError:
-            from hashlib import sha256 as fn  # type: ignore[assignment, unused-ignore]
-    return fn  # type: ignore[no-any-return, unused-ignore]
 
 
 _SECTIONS: dict[str, type] = {

@@ -45,8 +45,9 @@ from time import time_ns
 from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
-from .config import Config, sha256
+from .config import Config
 from .errors import BadInput, StepFailed, ToolMissing
+from .hashing import sha256
 from .workspace import Workspace, in_container
 
 if TYPE_CHECKING:

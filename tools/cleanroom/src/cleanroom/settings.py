@@ -95,6 +95,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLEANROOM_NATIVE_FROM_SOURCE", _requirements, "packages the source build compiles from "
             "their sdists"),
     Setting("CLEANROOM_TEST_LOG", _path, "where test-all captures pytest's output (in the container)"),
+    Setting("CLEANROOM_TEST_WARM", _bool, "test-all forks each run from a warm interpreter holding the "
+            "third-party modules already imported (in the container; default on)"),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 # Names the workspace's own scripts and the compose file read (not the engine).
