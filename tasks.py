@@ -7,12 +7,12 @@ from pathlib import Path
 
 from invoke import Context, Exit, task
 
-try:  # the package only: each task imports what it runs (the daily loop's start-up is measured)
-    import cleanroom  # noqa: F401
+try:  # the public API only; each task imports what it runs (the daily loop's start-up is measured)
+    import cleanroom
 except ImportError:  # not installed: use the engine from this checkout
     sys.path.insert(0, str(Path(__file__).parent / "tools" / "cleanroom" / "src"))
     try:
-        import cleanroom  # noqa: F401
+        import cleanroom
     except ImportError as exc:
         raise SystemExit(
             f"invoke: the cleanroom engine cannot be imported ({exc}); "
@@ -21,9 +21,7 @@ except ImportError:  # not installed: use the engine from this checkout
 
 
 def _run(*argv: str) -> None:
-    from cleanroom.cli import main as cleanroom
-
-    rc = cleanroom(list(argv))
+    rc = cleanroom.main(list(argv))
     if rc:
         raise Exit(code=rc)
 
@@ -45,15 +43,7 @@ def _daily(c: Context, name: str, *argv: str) -> None:
     """proto, verify, test-all, shell: in the app container (from the host: via exec)."""
     import shlex
 
-    from cleanroom.container import daily
-    from cleanroom.errors import CleanroomError
-    from cleanroom.workspace import Workspace
-
-    try:
-        rc = daily(Workspace.load(), name, [*argv, *shlex.split(c.remainder or "")])
-    except CleanroomError as exc:
-        print(f"invoke {name}: error: {exc.message}", file=sys.stderr)
-        rc = exc.exit_code
+    rc = cleanroom.run_task(name, [*argv, *shlex.split(c.remainder or "")])
     if rc:
         raise Exit(code=rc)
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ENGINE_SRC, ROOT, Row, engine_env, table, time_interleaved, time_process  # noqa: E402
 
 sys.path.insert(0, str(ENGINE_SRC))
-from cleanroom.dockerenv import engine_answers  # noqa: E402
+from cleanroom.docker.engine import engine_answers  # noqa: E402
 
 # Small pure-Python packages: each dependency-add run adds the next one.
 SMALL = ("six", "idna", "attrs", "packaging", "pyparsing", "toml", "typing-extensions", "wrapt")
@@ -131,9 +131,9 @@ def main() -> int:
             if "d" in only:
                 import dataclasses
 
-                from cleanroom.container import compose_argv, find_container
-                from cleanroom.dockerenv import probe
-                from cleanroom.workspace import Workspace
+                from cleanroom.pipeline.stages import compose_argv, find_container
+                from cleanroom.docker.engine import probe
+                from cleanroom.core.workspace import Workspace
 
                 subprocess.run([*cli, "up"], cwd=repo, env={**env, "PYTHONPATH": str(ENGINE_SRC)},
                                capture_output=True, check=True)
@@ -166,7 +166,7 @@ def main() -> int:
         finally:
             subprocess.run([*cli, "down"], cwd=repo, env={**env, "PYTHONPATH": str(ENGINE_SRC)},
                            capture_output=True, check=False)
-            from cleanroom.workspace import Workspace
+            from cleanroom.core.workspace import Workspace
 
             project = Workspace.load(repo).cfg.docker.project
             subprocess.run(["docker", "image", "rm", "-f", f"{project}/spectralmc:binary"],

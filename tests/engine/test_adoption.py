@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from helpers import GENERATED_PB2, cli, git, snapshot
 
-from cleanroom import compose
-from cleanroom.builds import discover
-from cleanroom.config import Config
+from cleanroom.docker import compose
+from cleanroom.docker.builds import discover
+from cleanroom.core.config import Config
 
 # A .gitignore and .dockerignore that cover the whole default policy (Python and JavaScript).
 FULL_GITIGNORE = """\

@@ -9,15 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from cleanroom import baseimage
-from cleanroom.baseimage import (
+from cleanroom.pipeline import baseimage
+from cleanroom.pipeline.baseimage import (
     BASE_PACKAGES,
     base_image_plan,
     host_debian_mirror,
     image_changes,
 )
-from cleanroom.errors import StepFailed, ToolMissing
-from cleanroom.plan import Action, Call, WriteFile, execute
+from cleanroom.core.errors import StepFailed, ToolMissing
+from cleanroom.core.actions import Action, Call, WriteFile, execute
 
 MIRROR = "http://mirror.invalid/debian"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from helpers import GENERATED_PB2, ROOT, cli, snapshot
 
-from cleanroom.config import DEFAULT_ARTIFACTS, Config, load_config, parse_config
-from cleanroom.errors import ConfigError
+from cleanroom.core.config import DEFAULT_ARTIFACTS, Config, load_config, parse_config
+from cleanroom.core.errors import ConfigError
 
 
 def test_workspace_config_loads() -> None:

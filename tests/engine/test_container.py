@@ -19,7 +19,7 @@ import pytest
 import helpers
 from helpers import ENGINE_SRC, cli, git
 
-from cleanroom.dockerenv import engine_answers
+from cleanroom.docker.engine import engine_answers
 
 needs_engine = pytest.mark.skipif(
     not engine_answers(),
@@ -31,7 +31,7 @@ BUILD_TIMEOUT = 1800
 
 
 def _composes() -> list[str]:
-    from cleanroom.dockerenv import probe
+    from cleanroom.docker.engine import probe
 
     try:
         return [label[:2] for _, label in probe().composes] or ["v2"]
@@ -54,9 +54,9 @@ def copy_checkout(dest: Path, project: str | None = PROJECT) -> Path:
 
 
 def compose(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    from cleanroom.container import compose_argv
-    from cleanroom.dockerenv import probe
-    from cleanroom.workspace import Workspace
+    from cleanroom.pipeline.stages import compose_argv
+    from cleanroom.docker.engine import probe
+    from cleanroom.core.workspace import Workspace
 
     ws = Workspace.load(repo)
     argv = compose_argv(ws, probe(), False)
@@ -72,7 +72,7 @@ def in_app(repo: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
 def app_repo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The checkout copy, under the Compose of this parameter (CLEANROOM_COMPOSE for the engine
     run in this process and in the CLI's subprocesses)."""
-    from cleanroom.dockerenv import probe
+    from cleanroom.docker.engine import probe
 
     version = request.param
     project = f"{PROJECT}-{version}"
@@ -105,7 +105,7 @@ def test_build_binary_end_to_end(built: tuple[Path, str]) -> None:
     repo, out = built
     for i, stage in enumerate(("engine", "select", "base", "build", "up", "test-all", "verify"), 1):
         assert f"==> [{i}/7] {stage}" in out and f"<== {stage} ok" in out
-    from cleanroom.dockerenv import probe
+    from cleanroom.docker.engine import probe
 
     if not probe().gpu:
         assert "no GPU runtime, running on CPU" in out
@@ -198,9 +198,9 @@ def test_build_source_compiles_native_dependency(app_repo: Path, built: tuple[Pa
 
 @needs_engine
 def test_interrupt_never_leaves_half_created_container(app_repo: Path, built: tuple[Path, str]) -> None:
-    from cleanroom.container import Pipeline
-    from cleanroom.dockerenv import probe
-    from cleanroom.workspace import Workspace
+    from cleanroom.pipeline.stages import Pipeline
+    from cleanroom.docker.engine import probe
+    from cleanroom.core.workspace import Workspace
 
     compose(app_repo, "down")
     c = compose(app_repo, "up", "--no-start", "--no-build")
@@ -244,7 +244,7 @@ def test_two_checkouts_two_containers(tmp_path: Path, built: tuple[Path, str]) -
         for r in (a, b):
             up = cli("up", cwd=r, timeout=BUILD_TIMEOUT)
             assert up.rc == 0, up.text[-3000:]
-        from cleanroom.workspace import Workspace
+        from cleanroom.core.workspace import Workspace
 
         projects = {Workspace.load(r).cfg.docker.project for r in (a, b)}
         assert len(projects) == 2 and all(p.startswith("repo-") for p in projects), projects
@@ -265,7 +265,7 @@ def test_two_checkouts_two_containers(tmp_path: Path, built: tuple[Path, str]) -
     finally:
         for r in (a, b):
             cli("down", cwd=r, timeout=300)
-        from cleanroom.workspace import Workspace
+        from cleanroom.core.workspace import Workspace
 
         for r in (a, b):
             p = Workspace.load(r).cfg.docker.project

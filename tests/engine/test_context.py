@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from cleanroom.context import BuilderModel, choose_builder, explain, model_for, plan_for, sizes
-from cleanroom.dockerignore import (
+from cleanroom.docker.context import BuilderModel, choose_builder, explain, model_for, plan_for, sizes
+from cleanroom.dockerignore.matcher import (
     BUILDKIT,
     CLASSIC,
     LEGACY,
@@ -122,7 +122,7 @@ def test_sizes(crepo: Path) -> None:
 
 
 def test_sizes_function() -> None:
-    from cleanroom.context import ContextFile
+    from cleanroom.docker.context import ContextFile
 
     s = sizes([ContextFile("a/b/c", 10), ContextFile("a/d", 5), ContextFile("e", 1)], top=2)
     assert (s.total, s.count) == (16, 3)

@@ -21,10 +21,10 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from cleanroom.dockerenv import Builder, engine_answers, probe
-from cleanroom.dockerignore import DockerignoreError
-from cleanroom.engine_context import PROBE_DOCKERFILE, engine_files
-from cleanroom.errors import StepFailed
+from cleanroom.docker.engine import Builder, engine_answers, probe
+from cleanroom.dockerignore.matcher import DockerignoreError
+from cleanroom.docker.engine_context import PROBE_DOCKERFILE, engine_files
+from cleanroom.core.errors import StepFailed
 from helpers import cli, git
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
@@ -306,13 +306,13 @@ def cases(draw: st.DrawFn) -> Case:
 
 @cache
 def _models() -> dict[str, object]:
-    from cleanroom.context import choose_builder
+    from cleanroom.docker.context import choose_builder
 
     return {name: choose_builder(name) for name in builders()}
 
 
 def _computed(ctx: Path, df: Path, builder: str) -> set[str] | str:
-    from cleanroom.context import BuilderModel, plan_for
+    from cleanroom.docker.context import BuilderModel, plan_for
 
     model = _models()[builder]
     assert isinstance(model, BuilderModel)

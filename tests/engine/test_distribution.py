@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import tomlkit
-from cleanroom.config import Config
-from cleanroom.variants import render
+from cleanroom.core.config import Config
+from cleanroom.variants.select import render
 from helpers import GENERATED_PB2, ROOT, cli, copy_checkout, git
 
 DATA = Path(__file__).parent / "data"

@@ -1,4 +1,4 @@
-""".dockerignore semantics (cleanroom.dockerignore) against moby's own test tables and the
+""".dockerignore semantics (cleanroom.dockerignore.matcher) against moby's own test tables and the
 corners Docker users trip on. No Docker needed: expectations are moby's, ported by hand."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom.dockerignore import (
+from cleanroom.dockerignore.matcher import (
     DockerignoreError,
     IgnoreFile,
     Matcher,

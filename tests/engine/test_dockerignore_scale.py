@@ -1,4 +1,4 @@
-"""A 20,000-line .dockerignore (cleanroom.dockerignore at scale): the matcher files patterns
+"""A 20,000-line .dockerignore (cleanroom.dockerignore.matcher at scale): the matcher files patterns
 under the literal text every match must show and tries a path only against the few filed
 where it looks, so a big ignore file costs about what a small one does. These tests check that
 this changes no answer (no timing here: correctness only):
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from cleanroom.dockerignore import (
+from cleanroom.dockerignore.matcher import (
     BUILDKIT,
     CLASSIC,
     LEGACY,

@@ -348,7 +348,7 @@ def test_already_migrated_workspace_has_nothing_to_do() -> None:
 def _rewrite(text: str, known: frozenset[str] = frozenset({"common_pb2", "ledger_pb2", "ledger_pb2_grpc"}),
              module: str | None = "app.service") -> str:
     sys.path.insert(0, str(ROOT / "tools/cleanroom/src"))
-    from cleanroom.migrate import ModuleMap, rewrite_source
+    from cleanroom.proto.migrate import ModuleMap, rewrite_source
 
     return rewrite_source(text, ModuleMap("pkg.proto", "pkg_proto", known), module).new
 

@@ -266,8 +266,8 @@ import os, signal, sys
 # (CI under nohup, `cmd &`) hands SIGINT down ignored, and Python keeps it so
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {src!r})
-import cleanroom.migrate as mig
-from cleanroom.cli import main
+import cleanroom.proto.migrate as mig
+from cleanroom.cli.app import main
 where, after = sys.argv[1], int(sys.argv[2])
 calls = [0]
 def hit():

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-from cleanroom import proto
-from cleanroom.config import Config, Proto
-from cleanroom.workspace import Workspace
+from cleanroom.proto import generate as proto
+from cleanroom.core.config import Config, Proto
+from cleanroom.core.workspace import Workspace
 from helpers import ENGINE_SRC, ROOT, cli, snapshot
 
 PKG = "spectralmc_proto"
@@ -254,7 +254,7 @@ def test_second_run_is_up_to_date_without_protoc(prepo: Path, tmp_path: Path) ->
     assert "up to date" in p.stdout
     imported = {line.split("|")[-1].strip() for line in p.stderr.splitlines() if "|" in line}
     assert not {m for m in imported if m.startswith(("grpc_tools", "google", "tomlkit", "yaml"))}
-    assert "subprocess" not in imported and "cleanroom.plan" not in imported
+    assert "subprocess" not in imported and "cleanroom.core.actions" not in imported
     assert snapshot(d) == before
 
 

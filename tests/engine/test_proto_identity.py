@@ -18,8 +18,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cleanroom import proto
-from cleanroom.workspace import Workspace
+from cleanroom.proto import generate as proto
+from cleanroom.core.workspace import Workspace
 from helpers import ENGINE_SRC, cli, set_config
 
 ALPHA = {

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import tomlkit
-from cleanroom.config import Config
-from cleanroom.drift import find_drift
-from cleanroom.errors import BadInput
-from cleanroom.variants import render, select_plan, written_by_select
+from cleanroom.core.config import Config
+from cleanroom.variants.drift import find_drift
+from cleanroom.core.errors import BadInput
+from cleanroom.variants.select import render, select_plan, written_by_select
 from helpers import cli, git, snapshot
 
 

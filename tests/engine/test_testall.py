@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ENGINE = str(Path(__file__).resolve().parents[2] / "tools" / "cleanroom" / "src")
-RUN = "import sys; from cleanroom.testall import main; raise SystemExit(main())"
+RUN = "import sys; from cleanroom.pipeline.testall import main; raise SystemExit(main())"
 
 SUITE = '''\
 import os, subprocess, sys
@@ -133,7 +133,7 @@ def _servers(tmpdir: Path) -> list[int]:
             env = (d / "environ").read_bytes()
         except OSError:
             continue
-        if b"cleanroom.testwarm import serve" in cmd and f"TMPDIR={tmpdir}".encode() in env.split(b"\0"):
+        if b"cleanroom.pipeline.testall import serve" in cmd and f"TMPDIR={tmpdir}".encode() in env.split(b"\0"):
             found.append(int(d.name))
     return found
 

@@ -1,0 +1,1 @@
+"""The main job as stages (select, base, build, up, test-all, verify), the base image, test-all."""

@@ -1,0 +1,1 @@
+"""The pyproject variants: select one into pyproject.toml, and the drift between them."""
