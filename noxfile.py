@@ -78,14 +78,14 @@ def verify(session: nox.Session) -> None:
 
 @nox.session(name="build-binary")
 def build_binary(session: nox.Session) -> None:
-    """The main job, binary variant: select, build, up, test-all, verify (posargs: --no-tests, --rebuild)."""
+    """The main job, binary variant: select, build, up, test-all, verify (posargs: --no-tests, --rebuild, --dry-run)."""
     _engine(session)
     session.run("cleanroom", "build", "binary", *session.posargs)
 
 
 @nox.session(name="build-source")
 def build_source(session: nox.Session) -> None:
-    """The main job, source variant (native deps compiled from source; posargs: --no-tests, --rebuild)."""
+    """The main job, source variant (native deps compiled from source; posargs: --no-tests, --rebuild, --dry-run)."""
     _engine(session)
     session.run("cleanroom", "build", "source", *session.posargs)
 

@@ -102,3 +102,12 @@ def copy_checkout(dest: Path) -> Path:
     git(dest, "add", "-A")
     git(dest, "commit", "-q", "-m", "copy")
     return dest
+
+
+PAUSE_HOOK = Path(__file__).resolve().parent / "pause_hook"
+
+
+def pause_env(stage: str) -> dict[str, str]:
+    """The environment that makes a `cleanroom proto` run pause after ``stage`` (see
+    pause_hook/sitecustomize.py: a test hook kept out of the engine)."""
+    return {"PYTHONPATH": f"{PAUSE_HOOK}{os.pathsep}{ENGINE_SRC}", "PROTO_TEST_PAUSE_AT": stage}

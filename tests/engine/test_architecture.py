@@ -24,10 +24,10 @@ LAZY = {
     **{("cleanroom.cli.app", m): "bench_proto: only the command run is imported" for m in (
         "cleanroom.core.settings", "cleanroom.core.actions", "cleanroom.variants.select",
         "cleanroom.core.git", "cleanroom.artifacts.policy", "cleanroom.core.report",
-        "cleanroom.verify.run", "cleanroom.docker.engine_context", "cleanroom.docker.builds",
+        "cleanroom.verify.run", "cleanroom.docker.builds",
         "cleanroom.cli.context", "cleanroom.proto.generate", "cleanroom.pipeline.stages",
         "cleanroom.pipeline.baseimage", "cleanroom.proto.migrate", "cleanroom.artifacts.clean",
-        "cleanroom.cli.doctor", "cleanroom.cli.daily")},
+        "cleanroom.cli.doctor", "cleanroom.cli.daily", "cleanroom.verify.rules")},
     # the proto no-op path never imports the action runner (subprocess, tempfile)
     ("cleanroom.proto.generate", "cleanroom.core.actions"): "bench_proto no-op: no runner import",
 }

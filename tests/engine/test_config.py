@@ -104,3 +104,15 @@ def test_closed_pipe_is_quiet(repo: Path) -> None:
     )
     assert len(p.stdout) == 10
     assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
+
+
+def test_a_removed_section_warns_and_changes_nothing(tmp_path: Path) -> None:
+    """[test] (log, paths) changed nothing and was removed: a config that still has it loads,
+    with one warning line saying so, and means the same as without it."""
+    f = tmp_path / "cleanroom.toml"
+    f.write_text('[test]\nlog = "/tmp/x.txt"\npaths = ["tests/app"]\n\n[proto]\nsources = "schemas"\n')
+    r = cli("--config", str(f), "doctor", "--json", cwd=tmp_path)
+    warn = [ln for ln in r.err.splitlines() if "[test]" in ln]
+    assert warn and warn[0].startswith(f"cleanroom: warning: {f}: [test] is ignored"), r.err
+    assert "CLEANROOM_TEST_LOG" in warn[0]
+    assert parse_config(f.read_text(), f).proto.sources == "schemas"

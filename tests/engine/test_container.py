@@ -270,3 +270,34 @@ def test_two_checkouts_two_containers(tmp_path: Path, built: tuple[Path, str]) -
         for r in (a, b):
             p = Workspace.load(r).cfg.docker.project
             subprocess.run(["docker", "image", "rm", "-f", f"{p}/spectralmc:binary"], capture_output=True, check=False)
+
+
+@needs_engine
+def test_build_dry_run_prints_every_stage_and_changes_nothing(tmp_path: Path) -> None:
+    """`cleanroom build binary --dry-run`: every stage's actions, and nothing changed: no image,
+    no container, no pull, no log, no file in the checkout."""
+    repo = copy_checkout(tmp_path / "repo", project=f"{PROJECT}-dry")
+
+    def engine_state() -> tuple[str, str]:
+        imgs = subprocess.run(["docker", "images", "-a", "-q", "--no-trunc"], capture_output=True, text=True)
+        ctrs = subprocess.run(["docker", "ps", "-a", "-q", "--no-trunc"], capture_output=True, text=True)
+        return "".join(sorted(imgs.stdout.splitlines())), "".join(sorted(ctrs.stdout.splitlines()))
+
+    before = engine_state()
+    r = cli("build", "binary", "--dry-run", cwd=repo, timeout=300)
+    assert r.rc == 0, r.text[-3000:]
+    names = re.findall(r"^==> \[(\d)/7\] (\S+)$", r.out, flags=re.M)
+    assert [n for _, n in names] == ["engine", "select", "base", "build", "up", "test-all", "verify"], r.out
+    planned = r.out.splitlines()
+    for needle in (" build -f ", " up -d --no-build", " exec -i ", "test-all", "verify --out /opt"):
+        assert any(ln.startswith("[dry-run] ") and needle in ln for ln in planned), (needle, r.out)
+    assert r.out.rstrip().endswith("nothing was changed")
+    assert engine_state() == before
+    assert not (repo / ".cleanroom").exists()
+    assert git(repo, "status", "--porcelain", "--ignored") == ""
+    # --no-tests leaves test-all out of the plan; `up --dry-run` stops at up
+    r = cli("build", "binary", "--no-tests", "--dry-run", cwd=repo, timeout=300)
+    assert "==> [6/6] verify" in r.out and "test-all" not in r.out, r.out
+    r = cli("up", "--dry-run", cwd=repo, timeout=300)
+    assert r.rc == 0 and "==> [5/5] up" in r.out and "verify" not in r.out, r.out
+    assert engine_state() == before

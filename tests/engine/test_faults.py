@@ -1,5 +1,5 @@
 """A fault matrix: bad inputs and real faults across every command, each held to the CLI's
-contract (DESIGN.md, cli.py):
+contract (README, cli/app.py):
 
 * the exit code: 0 ok, 1 findings or a failed step (a write that failed), 2 bad input or config
   (nothing changed), 3 a needed tool missing;
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers import ENGINE_SRC, GENERATED_PB2, ROOT, git, set_config
+from helpers import ENGINE_SRC, GENERATED_PB2, ROOT, git, pause_env, set_config
 
 NOT_ROOT = os.geteuid() != 0
 NEEDS_ROOT = f"needs root (mount, chattr); this runs as uid {os.geteuid()}"
@@ -1052,7 +1052,7 @@ def test_proto_signalled_mid_run(name: str, big_template: tuple[Path, Path], tmp
     previous = tree(out / pkg)
     m0 = r / "proto" / "m0.proto"
     m0.write_text(m0.read_text() + "\nmessage Later { int32 n = 1; }\n")
-    p = _popen(["proto", "--out", str(out)], r, {"CLEANROOM_PROTO_PAUSE_AT": stage})
+    p = _popen(["proto", "--out", str(out)], r, pause_env(stage), pythonpath=pause_env(stage)["PYTHONPATH"])
     try:
         _wait_for(p, f"paused at {stage}")
     except AssertionError:

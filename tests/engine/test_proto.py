@@ -21,7 +21,7 @@ import pytest
 from cleanroom.proto import generate as proto
 from cleanroom.core.config import Config, Proto
 from cleanroom.core.workspace import Workspace
-from helpers import ENGINE_SRC, ROOT, cli, snapshot
+from helpers import ENGINE_SRC, ROOT, cli, pause_env, snapshot
 
 PKG = "spectralmc_proto"
 
@@ -537,7 +537,7 @@ def test_killed_run_leaves_previous_output_importable(prepo: Path, tmp_path: Pat
     before = snapshot(d / PKG)
     src = prepo / "proto" / "common.proto"
     src.write_text(src.read_text() + "\nmessage Later { int32 n = 1; }\n")
-    p = _popen(["proto", "--out", str(d)], prepo, {proto.PAUSE_ENV: stage})
+    p = _popen(["proto", "--out", str(d)], prepo, pause_env(stage))
     _wait_for(p, f"paused at {stage}")
     assert (d / f".{PKG}.tmp").is_dir()
     p.send_signal(signal.SIGKILL)
@@ -555,7 +555,7 @@ def test_killed_after_the_exchange_leaves_the_new_output(prepo: Path, tmp_path: 
     assert cli("proto", "--out", str(d), cwd=prepo).rc == 0
     src = prepo / "proto" / "common.proto"
     src.write_text(src.read_text() + "\nmessage Later { int32 n = 1; }\n")
-    p = _popen(["proto", "--out", str(d)], prepo, {proto.PAUSE_ENV: "swap"})
+    p = _popen(["proto", "--out", str(d)], prepo, pause_env("swap"))
     try:
         _wait_for(p, "paused at swap", timeout=30)
     except AssertionError:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from cleanroom.proto import generate as proto
 from cleanroom.core.workspace import Workspace
-from helpers import ENGINE_SRC, cli, set_config
+from helpers import ENGINE_SRC, cli, pause_env, set_config
 
 ALPHA = {
     "common.proto": 'syntax = "proto3";\npackage alpha.common;\n'
@@ -312,7 +312,7 @@ def test_a_run_killed_during_protoc_leaves_no_staged_copy_behind(probe: tuple[Pa
         pytest.skip("no tmpfs to stage in here (staged in the temporary tree: removed with it)")
     repo, package = probe
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(ENGINE_SRC), proto.PAUSE_ENV: "staged"}
+    env = {**os.environ, **pause_env("staged")}
     p = subprocess.Popen([sys.executable, "-m", "cleanroom", "proto", "--out", str(out)], cwd=repo,
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

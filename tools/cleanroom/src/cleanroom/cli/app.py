@@ -104,7 +104,7 @@ def cmd_verify(ws: Workspace, args: argparse.Namespace) -> int:
     # git starts walking the tree now, while the rest of the engine is imported
     listing = None if args.fix else Listing(ws.repo, [*ws.cfg.artifact_patterns(ws.repo), *LISTED_NAMES])
 
-    from cleanroom.core.report import RENDERERS, Result
+    from cleanroom.core.report import RENDERERS
     from cleanroom.verify.run import fix, run
 
     if args.fix:
@@ -116,19 +116,15 @@ def cmd_verify(ws: Workspace, args: argparse.Namespace) -> int:
         if not res.written and not res.refused:
             print("verify --fix: no ignore rules missing")
     out_dir = Path(args.out) if args.out else (Path(ws.cfg.proto.out) if in_container() else None)
-    report = run(ws.repo, ws.cfg, out_dir=out_dir, check_generated=out_dir is not None, listing=listing)
-    findings, checked = report.findings, report.checked
-    if args.engine:
-        from cleanroom.docker.engine_context import engine_findings
-
-        findings += engine_findings(ws.repo, ws.cfg)
-        checked.append("engine-context-diff")
+    # [verify] in cleanroom.toml picks the rules (run() checks its names; --fix did already)
+    report = run(ws.repo, ws.cfg, out_dir=out_dir, check_generated=out_dir is not None, listing=listing,
+                 engine=args.engine)
     fmt = "json" if args.json else args.format
-    result = Result(findings, checked, report.notes, report.skipped)
+    result = report.result()
     print(RENDERERS[fmt](result))
     if fmt == "github":
         _step_summary(result)
-    return EXIT_FINDINGS if findings else EXIT_OK
+    return EXIT_FINDINGS if result.findings else EXIT_OK
 
 
 def _step_summary(result: Any) -> None:
@@ -184,13 +180,13 @@ def cmd_proto(ws: Workspace, args: argparse.Namespace) -> int:
 def cmd_build(ws: Workspace, args: argparse.Namespace) -> int:
     from cleanroom.pipeline.stages import Pipeline
 
-    return Pipeline(ws, args.variant, tests=not args.no_tests, rebuild=args.rebuild).run()
+    return Pipeline(ws, args.variant, tests=not args.no_tests, rebuild=args.rebuild).run(dry_run=args.dry_run)
 
 
 def cmd_up(ws: Workspace, args: argparse.Namespace) -> int:
     from cleanroom.pipeline.stages import Pipeline
 
-    return Pipeline(ws, args.variant, tests=False, rebuild=args.rebuild, until="up").run()
+    return Pipeline(ws, args.variant, tests=False, rebuild=args.rebuild, until="up").run(dry_run=args.dry_run)
 
 
 def cmd_down(ws: Workspace, args: argparse.Namespace) -> int:
@@ -221,9 +217,9 @@ def run_task(name: str, args: Sequence[str] = (), prog: str = "invoke") -> int:
 
 
 def cmd_base_image(ws: Workspace, args: argparse.Namespace) -> int:
-    from cleanroom.pipeline.baseimage import ensure_base_image
+    from cleanroom.pipeline.baseimage import DEFAULT_TAG, ensure_base_image
 
-    ensure_base_image(args.tag, rebuild=args.rebuild)
+    ensure_base_image(args.tag or DEFAULT_TAG, rebuild=args.rebuild)
     return EXIT_OK
 
 
@@ -302,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(handler=cmd_select)
 
     v = add_parser("verify", help="check every rule of the doctrine",
-                       description="Check every rule of the build-artifact doctrine; exit 1 on findings.")
+                       description="Check every rule of the build-artifact doctrine; exit 1 on findings. "
+                       "cleanroom.toml [verify] select, ignore and per-path-ignores pick the rules.")
     v.add_argument("--json", action="store_true", help="JSON report (same as --format json)")
     v.add_argument("--format", choices=("text", "concise", "json", "github", "sarif"), default="text",
                    help="text (grouped by rule, with fixes), concise (one line per finding), json, github "
@@ -313,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add missing ignore rules to a managed block in .gitignore/.dockerignore (never deletes or untracks)")
     v.add_argument("--dry-run", action="store_true", help="with --fix: show what would be written")
     v.add_argument("--engine", action="store_true",
-                   help="also ask the Docker engine what each build context holds and report differences")
+                   help="also ask the Docker engine what each build context holds and report differences "
+                        "(the rule engine-context-diff)")
     v.set_defaults(handler=cmd_verify)
 
     mp = add_parser("migrate-proto", help="move checked-in *_pb2.py out of git (dry run first)",
@@ -378,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "build":
             b.add_argument("--no-tests", action="store_true", help="skip the test-all stage")
         b.add_argument("--rebuild", action="store_true", help="build without the layer cache")
+        b.add_argument("--dry-run", action="store_true",
+                       help="print every stage's actions and change nothing (the engine is asked, read-only)")
         b.set_defaults(handler=cmd_build if name == "build" else cmd_up)
 
     d = add_parser("down", help="stop and remove the app container")
@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.set_defaults(handler=None, own_workspace=cmd_completion)
 
     bi = add_parser("base-image", help="build the offline base image (mmdebstrap | docker import)")
-    bi.add_argument("--tag", default="cleanroom-base:offline")
+    bi.add_argument("--tag", help="the image's tag (default: the offline base, cleanroom-base:offline)")
     bi.add_argument("--rebuild", action="store_true", help="rebuild even if it exists")
     bi.set_defaults(handler=cmd_base_image)
     return p
@@ -445,8 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif getattr(args, "format", "") == "sarif":
             # and a SARIF reader a valid log that says the run failed, and why
             from cleanroom.core.report import Result, render_sarif
+            from cleanroom.verify.rules import RULE_DOCS
 
-            print(render_sarif(Result([], []), error=exc.message))
+            print(render_sarif(Result([], [], rules=RULE_DOCS), error=exc.message))
         return exc.exit_code
     except KeyboardInterrupt as exc:
         term = isinstance(exc, Terminated)

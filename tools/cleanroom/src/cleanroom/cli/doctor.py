@@ -21,16 +21,13 @@ from cleanroom.core.workspace import Workspace, in_container
 from cleanroom.docker.engine import SETUP_HINT, probe
 from cleanroom.pipeline.baseimage import DEFAULT_TAG, image_exists
 from cleanroom.pipeline.baseimage import SETUP_HINT as BASE_HINT
-from cleanroom.pipeline.stages import container_state, find_container
+from cleanroom.pipeline.stages import DEFAULT_BASES, container_state, find_container
 from cleanroom.proto import generate as proto
 from cleanroom.variants.drift import find_drift
 
 # The Dockerfiles' default bases (binary: prebuilt CUDA 12.8 wheels; source: PyTorch built for
 # old GPUs), and the offline one made from Debian packages (baseimage.py) where no registry answers.
-DEFAULT_BASES: tuple[tuple[str, str], ...] = (
-    ("binary", "nvidia/cuda:12.8.1-devel-ubuntu22.04"),
-    ("source", "nvidia/cuda:11.8.0-cudnn8-devel-ubuntu22.04"),
-)
+BASES: tuple[tuple[str, str], ...] = tuple(DEFAULT_BASES.items())
 OK, MISSING, NA = "OK", "missing", "n/a"
 
 
@@ -108,7 +105,7 @@ def docker_rows(container: bool) -> tuple[list[Row], bool]:
 
     have_base = False
     if engine:
-        for variant, tag in DEFAULT_BASES:
+        for variant, tag in BASES:
             present = image_exists(tag)
             have_base = have_base or present
             rows.append(Row(f"base image ({variant})", OK if present else MISSING,
@@ -126,12 +123,12 @@ def docker_rows(container: bool) -> tuple[list[Row], bool]:
                             "cleanroom base-image" if deb else BASE_HINT, False))
             have_base = have_base or deb is not None
     else:
-        for variant, tag in (*DEFAULT_BASES, ("offline", DEFAULT_TAG)):
+        for variant, tag in (*BASES, ("offline", DEFAULT_TAG)):
             rows.append(Row(f"base image ({variant})", MISSING, f"{tag}: unknown, no engine to ask",
                             "start the engine first", False))
     if not have_base and engine:
         rows.append(Row("base image (any)", MISSING, "no base image present and none can be built",
-                        f"docker pull {DEFAULT_BASES[0][1]}, or {BASE_HINT}", need))
+                        f"docker pull {BASES[0][1]}, or {BASE_HINT}", need))
     elif not have_base:
         rows.append(Row("base image (any)", MISSING, "unknown: no engine to hold or build one",
                         "start the engine first", need))

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from cleanroom.core import runner
-from cleanroom.core.errors import StepFailed
+from cleanroom.core.errors import CleanroomError, StepFailed
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,13 @@ class Remove:
 
 @dataclass(frozen=True)
 class Call:
-    """An in-process step that is not a command or a file write (kept rare)."""
+    """An in-process step that is not a command or a file write (kept rare). ``changes=False``
+    marks a step that only looks (asks the engine, reads files): a dry run runs it too, so the
+    plan after it can be shown as it would be."""
 
     fn: Callable[[], None]
     desc: str
+    changes: bool = True
 
     def show(self) -> str:
         return f"step: {self.desc}"
@@ -137,11 +141,14 @@ def run_command(action: Run, out: IO[str] | None = None) -> int:
 
 
 def execute(plan: Sequence[Action], *, dry_run: bool = False, out: IO[str] | None = None) -> None:
-    """Carry out ``plan`` in order; with ``dry_run`` print each action instead."""
+    """Carry out ``plan`` in order; with ``dry_run`` print each action instead (and run only
+    the steps that change nothing)."""
     stream = out or sys.stdout
     for action in plan:
         if dry_run:
             print(f"[dry-run] {action.show()}", file=stream)
+            if isinstance(action, Call) and not action.changes:
+                action.fn()
             continue
         if isinstance(action, Run):
             run_command(action, out)
@@ -159,3 +166,41 @@ def execute(plan: Sequence[Action], *, dry_run: bool = False, out: IO[str] | Non
                 raise StepFailed(f"cannot delete {exc.filename or action.path}: {exc.strerror or exc}") from None
         else:
             action.fn()
+
+
+# ------------------------------------------------------------------------------ stages
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A named stage of a longer job: its actions are planned when the stage starts (they may
+    depend on what the stages before it found), then carried out by :func:`execute`. ``log``
+    is where its commands' output goes (named in its failure message)."""
+
+    name: str
+    plan: Callable[[], Plan]
+    log: Path | None = None
+
+
+def run_stages(stages: Sequence[Stage], label: str, *, dry_run: bool = False,
+               out: IO[str] | None = None) -> float:
+    """Run the stages in order: each announced (``==> [i/n] name``), planned, executed (or, with
+    ``dry_run``, printed) and timed (``<== name ok (1.2s)``). A failure names the stage (and its
+    log): ``StepFailed`` (exit 1) for a failed command, the error's own type otherwise. Returns
+    the total time in seconds."""
+    stream = out or sys.stdout
+    start = time.monotonic()
+    for i, stage in enumerate(stages, 1):
+        print(f"==> [{i}/{len(stages)}] {stage.name}", file=stream, flush=True)
+        t = time.monotonic()
+        try:
+            execute(stage.plan(), dry_run=dry_run, out=stream)
+        except StepFailed as exc:
+            where = "" if stage.log is None or str(stage.log) in exc.message else f" (log: {stage.log})"
+            raise StepFailed(f"{label}: stage '{stage.name}' failed: {exc.message}{where}", exc.detail) from None
+        except CleanroomError as exc:
+            exc.message = f"{label}: stage '{stage.name}': {exc.message}"
+            raise
+        print(f"<== {stage.name} {'planned' if dry_run else 'ok'} ({time.monotonic() - t:.1f}s)",
+              file=stream, flush=True)
+    return time.monotonic() - start

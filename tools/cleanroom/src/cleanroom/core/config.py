@@ -8,6 +8,7 @@ file, the key and what was expected.
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -154,9 +155,28 @@ class Docker:
 
 
 @dataclass(frozen=True)
-class Test:
-    log: str = "/tmp/test-output.txt"
-    paths: tuple[str, ...] = ("tests/app",)
+class PathIgnore:
+    """``"glob" = ["rule", ...]`` of ``[verify] per-path-ignores``."""
+
+    glob: str
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Verify:
+    """Which of ``cleanroom verify``'s rules run, and where their findings count. The names are
+    rule names; the verify layer checks them against its rule table (an unknown one is a
+    ConfigError there: this layer does not know the rules)."""
+
+    # None: every rule; a list: only these (an empty list: none).
+    select: tuple[str, ...] | None = None
+    # Rules not run at all (their names are listed as skipped).
+    ignore: tuple[str, ...] = ()
+    # Findings of these rules whose path matches the glob are dropped (ruff's per-file-ignores);
+    # written as a table, `per-path-ignores = { "tests/**" = ["context-leak"] }`.
+    per_path_ignores: tuple[PathIgnore, ...] = field(
+        default=(), metadata={"key": "per-path-ignores", "keyed": ("glob", "rules"),
+                              "doc": 'a table of "glob" = ["rule", ...]'})
 
 
 @dataclass(frozen=True)
@@ -165,7 +185,7 @@ class Config:
     proto: Proto = field(default_factory=Proto)
     artifacts: Artifacts = field(default_factory=Artifacts)
     docker: Docker = field(default_factory=Docker)
-    test: Test = field(default_factory=Test)
+    verify: Verify = field(default_factory=Verify)
     # The file it was read from (None: defaults only).
     source: Path | None = None
     # The keys the file set ("proto.sources"): a default can then be told from a choice.
@@ -227,7 +247,7 @@ _SECTIONS: dict[str, type] = {
     "proto": Proto,
     "artifacts": Artifacts,
     "docker": Docker,
-    "test": Test,
+    "verify": Verify,
 }
 
 
@@ -249,6 +269,23 @@ def _type_name(tp: Any) -> str:
     if get_origin(tp) in (Union, UnionType):
         return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
     return {str: "a string", bool: "true or false", int: "an integer"}.get(tp, str(tp))
+
+
+def _keyed(value: Any, tp: Any, where: str, file: Path, keyed: tuple[str, str], doc: str) -> Any:
+    """A TOML table ``{key = value, ...}`` as a tuple of ``tp``'s element dataclass, each with
+    the key in the field ``keyed[0]`` and the value in ``keyed[1]`` (``doc``: what is expected)."""
+    inner = get_args(tp)[0]
+    kf, vf = keyed
+    hints = _hints(inner)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{file}: {where}: expected {doc}, got {value!r}")
+    out = []
+    for k, v in value.items():
+        at = f'{where}."{k}"'
+        if not k.strip():
+            raise ConfigError(f"{file}: {at}: expected a non-empty {kf}")
+        out.append(inner(**{kf: _convert(k, hints[kf], at, file), vf: _convert(v, hints[vf], at, file)}))
+    return tuple(out)
 
 
 def _convert(value: Any, tp: Any, where: str, file: Path, one_or_list: bool = False) -> Any:
@@ -288,15 +325,21 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _build(cls: type, table: dict[str, Any], where: str, file: Path) -> Any:
     hints = _hints(cls)
-    names = [f.name for f in fields(cls)]
+    # the key in the file: the field's name, or its metadata "key" (a name with a dash)
+    by_key = {f.metadata.get("key", f.name): f for f in fields(cls)}
     kwargs: dict[str, Any] = {}
-    flags = {f.name: bool(f.metadata.get("one_or_list")) for f in fields(cls)}
     for key, value in table.items():
-        if key not in names:
+        if key not in by_key:
             raise ConfigError(
-                f"{file}: unknown key '{where}.{key}' (expected one of: {', '.join(names)})"
+                f"{file}: unknown key '{where}.{key}' (expected one of: {', '.join(by_key)})"
             )
-        kwargs[key] = _convert(value, hints[key], f"{where}.{key}", file, flags[key])
+        f = by_key[key]
+        if "keyed" in f.metadata:
+            kwargs[f.name] = _keyed(value, hints[f.name], f"{where}.{key}", file, f.metadata["keyed"],
+                                    f.metadata["doc"])
+        else:
+            kwargs[f.name] = _convert(value, hints[f.name], f"{where}.{key}", file,
+                                      bool(f.metadata.get("one_or_list")))
     missing = [
         f.name
         for f in fields(cls)
@@ -309,6 +352,13 @@ def _build(cls: type, table: dict[str, Any], where: str, file: Path) -> Any:
     return cls(**kwargs)
 
 
+# Sections of earlier versions that changed nothing: a warning, not an error (nothing breaks).
+_REMOVED = {
+    "test": "it changed nothing and was removed (test-all's log is CLEANROOM_TEST_LOG, its "
+            "paths pytest's own arguments); delete it",
+}
+
+
 def parse_config(text: str, file: Path) -> Config:
     try:
         data = tomllib.loads(text)
@@ -318,6 +368,9 @@ def parse_config(text: str, file: Path) -> Config:
     explicit = frozenset(f"{sec}.{key}" for sec, table in data.items() if isinstance(table, dict)
                          for key in table)
     for key, value in data.items():
+        if key in _REMOVED:
+            print(f"cleanroom: warning: {file}: [{key}] is ignored: {_REMOVED[key]}", file=sys.stderr)
+            continue
         if key not in _SECTIONS:
             raise ConfigError(
                 f"{file}: unknown section '[{key}]' (expected one of: {', '.join(_SECTIONS)})"

@@ -1,6 +1,6 @@
 """Error types and the exit codes they map to.
 
-The contract (DESIGN.md): 0 all good; 1 findings; 2 bad input or config; 3 a needed tool or
+The contract (README, "Commands"): 0 all good; 1 findings; 2 bad input or config; 3 a needed tool or
 engine is missing. Every error the engine raises on purpose is a :class:`CleanroomError`; the CLI
 prints its one-line message (plus optional detail) and exits with its code, never a traceback.
 """

@@ -1,31 +1,16 @@
 """Findings and their reports: text grouped by rule, concise (one line each), JSON, GitHub
 annotations (with a step summary) and SARIF 2.1.0. Notes (what could not be checked, and why) go
-with every format."""
+with every format.
+
+This layer knows no rule: the verify layer's rule table (:data:`cleanroom.verify.rules.RULES`)
+comes with each :class:`Result`, as ``rules`` (every rule name in report order, with its
+description), and orders the findings and fills the SARIF rule list."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-
-# Every rule verify can report, in report order, with what it means (the SARIF rule table and
-# the GitHub step summary read it; verify.RULES says how each is checked).
-RULE_DOCS: dict[str, str] = {
-    "tracked-artifact": "git tracks a file the artifact policy names (a build output, lockfile, "
-                        "generated code or cache)",
-    "untracked-artifact": "an artifact in the tree that no .gitignore rule covers",
-    "gitignore-gap": "an artifact pattern the .gitignore files do not cover",
-    "dockerignore-gap": "an artifact pattern a build's .dockerignore does not cover",
-    "copy-excluded": "a Dockerfile COPY/ADD names a file its build context leaves out",
-    "dead-ignore-file": "an ignore file no build reads, or a line in one that can never match",
-    "context-leak": "an artifact that exists now and would be sent in a build context",
-    "variant-drift": "a key of the shared sections differs between the pyproject variants",
-    "generated-missing": "the generated protobuf package is missing",
-    "generated-stale": "the generated protobuf package does not match the .proto sources",
-    "engine-context-diff": "the Docker engine's own build context differs from the engine's prediction",
-}
-RULES: tuple[str, ...] = tuple(RULE_DOCS)
-_ORDER = {name: i for i, name in enumerate(RULES)}
+from dataclasses import asdict, dataclass, field
 
 
 def human_size(n: int) -> str:
@@ -49,9 +34,6 @@ class Finding:
     # What else the one defect covers: the files of a group, the builds a gap affects.
     related: tuple[str, ...] = ()
 
-    def sort_key(self) -> tuple[int, str, int, str]:
-        return (_ORDER.get(self.rule, 99), self.path, self.line or 0, self.message)
-
     @property
     def location(self) -> str:
         return f"{self.path}:{self.line}" if self.line else self.path
@@ -65,6 +47,14 @@ class Result:
     checked: Sequence[str]
     notes: Sequence[str] = ()
     skipped: Mapping[str, str] | None = None
+    # Every rule name in report order -> its one-line description (the verify layer's table).
+    rules: Mapping[str, str] = field(default_factory=dict)
+
+    def ordered(self) -> list[Finding]:
+        """The findings in report order: by rule (the table's order), path, line, message."""
+        order = {name: i for i, name in enumerate(self.rules)}
+        return sorted(self.findings, key=lambda f: (order.get(f.rule, len(order)), f.path, f.line or 0,
+                                                    f.message))
 
 
 def _summary(r: Result, by_rule: Mapping[str, int]) -> str:
@@ -74,9 +64,9 @@ def _summary(r: Result, by_rule: Mapping[str, int]) -> str:
     return f"verify: clean, no findings ({len(r.checked)} rules checked: {', '.join(r.checked)})"
 
 
-def _counts(findings: Sequence[Finding]) -> dict[str, int]:
+def _counts(r: Result) -> dict[str, int]:
     out: dict[str, int] = {}
-    for f in sorted(findings, key=Finding.sort_key):
+    for f in r.ordered():
         out[f.rule] = out.get(f.rule, 0) + 1
     return out
 
@@ -84,7 +74,7 @@ def _counts(findings: Sequence[Finding]) -> dict[str, int]:
 def render_text(r: Result) -> str:
     lines: list[str] = []
     by_rule: dict[str, list[Finding]] = {}
-    for f in sorted(r.findings, key=Finding.sort_key):
+    for f in r.ordered():
         by_rule.setdefault(f.rule, []).append(f)
     for rule, items in by_rule.items():
         lines.append(f"{rule} ({len(items)})")
@@ -98,13 +88,13 @@ def render_text(r: Result) -> str:
         lines.append("")
     if r.skipped:
         lines.append("not applicable: " + "; ".join(f"{k} ({v})" for k, v in r.skipped.items()))
-    lines.append(_summary(r, _counts(r.findings)))
+    lines.append(_summary(r, _counts(r)))
     return "\n".join(lines)
 
 
 def render_concise(r: Result) -> str:
     """One line per finding, ``path:line: rule: message`` (like ruff's concise output)."""
-    lines = [f"{f.location}: {f.rule}: {f.message}" for f in sorted(r.findings, key=Finding.sort_key)]
+    lines = [f"{f.location}: {f.rule}: {f.message}" for f in r.ordered()]
     lines += [f"note: {n}" for n in r.notes]
     lines.append(f"verify: {len(r.findings)} finding(s)")
     return "\n".join(lines)
@@ -134,7 +124,7 @@ def render_json(r: Result) -> str:
         d["related"] = [clean(x) for x in f.related]
         return d
 
-    findings = [doc(f) for f in sorted(r.findings, key=Finding.sort_key)]
+    findings = [doc(f) for f in r.ordered()]
     notes = [clean(n) for n in r.notes]
     if escaped:
         notes.append("file names that are not valid UTF-8 are shown with \\xNN escapes for their bytes")
@@ -144,7 +134,7 @@ def render_json(r: Result) -> str:
             "checked": list(r.checked),
             "skipped": dict(r.skipped or {}),
             "notes": notes,
-            "summary": {"count": len(r.findings), **_counts(r.findings)},
+            "summary": {"count": len(r.findings), **_counts(r)},
         },
         indent=2,
         ensure_ascii=False,
@@ -160,7 +150,7 @@ def _gh_escape(s: str, prop: bool = False) -> str:
 
 def render_github(r: Result) -> str:
     out = []
-    for f in sorted(r.findings, key=Finding.sort_key):
+    for f in r.ordered():
         level = "error" if f.severity == "error" else "warning"
         props = f"file={_gh_escape(f.path, True)}"
         if f.line:
@@ -179,14 +169,14 @@ def github_summary(r: Result) -> str:
     if not r.findings:
         lines.append(f"Clean: no findings ({len(r.checked)} rules checked).")
     else:
-        counts = ", ".join(f"{k} {v}" for k, v in _counts(r.findings).items())
+        counts = ", ".join(f"{k} {v}" for k, v in _counts(r).items())
         lines += [f"**{len(r.findings)} finding(s)**: {counts}.", "",
                   "| rule | where | what | fix |", "| --- | --- | --- | --- |"]
 
         def cell(text: str) -> str:
             return utf8(text).replace("|", "\\|").replace("\n", " ")
 
-        for f in sorted(r.findings, key=Finding.sort_key):
+        for f in r.ordered():
             lines.append(f"| `{f.rule}` | `{cell(f.location)}` | {cell(f.message)} | {cell(f.fix)} |")
     if r.notes:
         lines += ["", *[f"- note: {utf8(n)}" for n in r.notes]]
@@ -211,16 +201,17 @@ def _location(path: str, line: int | None = None) -> dict[str, object]:
 
 
 def render_sarif(r: Result, error: str | None = None) -> str:
-    """SARIF 2.1.0 (one run; the rule table from RULE_DOCS; the fix in each result's message and
+    """SARIF 2.1.0 (one run; the rule list from ``r.rules``; the fix in each result's message and
     properties), for GitHub code scanning and other SARIF viewers. With ``error`` (verify could
     not run): no results, and the run says it did not succeed, and why."""
     from cleanroom import __version__
 
+    index = {name: i for i, name in enumerate(r.rules)}
     results = []
-    for f in sorted(r.findings, key=Finding.sort_key):
+    for f in r.ordered():
         res: dict[str, object] = {
             "ruleId": f.rule,
-            "ruleIndex": _ORDER.get(f.rule, 0),
+            **({"ruleIndex": index[f.rule]} if f.rule in index else {}),
             "level": "error" if f.severity == "error" else "warning",
             "message": {"text": utf8(f"{f.message} Fix: {f.fix}")},
             # a finding about a folder (a group of files in it) is shown at its first file
@@ -231,7 +222,7 @@ def render_sarif(r: Result, error: str | None = None) -> str:
             res["relatedLocations"] = [{"id": i, **_location(p)} for i, p in enumerate(f.related)]
         results.append(res)
     rules = [{"id": name, "name": name, "shortDescription": {"text": doc},
-              "defaultConfiguration": {"level": "error"}} for name, doc in RULE_DOCS.items()]
+              "defaultConfiguration": {"level": "error"}} for name, doc in r.rules.items()]
     invocation: dict[str, object] = {"executionSuccessful": error is None}
     notes = [{"level": "note", "message": {"text": utf8(n)}} for n in r.notes]
     if error is not None:

@@ -54,7 +54,7 @@ def _image(value: str) -> str | None:
     if value == "":
         return None
     if not re.match(r"^[a-z0-9][a-z0-9._/:@-]*$", value, re.I) or len(value) > 512:
-        return "expected a Docker image reference (e.g. nvidia/cuda:12.8.1-devel-ubuntu22.04)"
+        return "expected a Docker image reference (e.g. debian:bookworm-slim)"
     return None
 
 
@@ -103,7 +103,7 @@ BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 SCRIPT_NAMES = frozenset({
     "CLEANROOM_IMAGE", "CLEANROOM_DOCKERFILE", "CLEANROOM_DOCKERD_LOG", "CLEANROOM_DOCKERD_WAIT",
     "CLEANROOM_STORAGE_DRIVER", "CLEANROOM_COMPOSE_V2", "CLEANROOM_CI_FRESH", "CLEANROOM_CI_START",
-    "CLEANROOM_DIFF_EXAMPLES", "CLEANROOM_PROTO_PAUSE_AT",
+    "CLEANROOM_DIFF_EXAMPLES",
 })
 
 

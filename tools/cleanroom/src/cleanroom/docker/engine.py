@@ -1,9 +1,13 @@
 """What the Docker side of this machine offers: client, engine, builder, Compose, GPU runtime.
 
-Measured facts this module encodes (DESIGN.md): a recent docker client without the buildx
-plugin refuses BuildKit builds and falls back to the classic builder only with BuildKit off;
-Debian's older client (< 23) builds with BuildKit natively when DOCKER_BUILDKIT=1. Compose v2
-(``docker compose``) is preferred; v1 (``docker-compose``) is supported.
+Facts measured on this project's machines that this module encodes: a recent docker client
+without the buildx plugin refuses BuildKit builds and falls back to the classic builder only with
+BuildKit off; Debian's older client (< 23) builds with BuildKit natively when DOCKER_BUILDKIT=1.
+Compose v2 (``docker compose``) is preferred; v1 (``docker-compose``) is supported.
+
+The docker client is chosen here and nowhere else: :func:`docker_client` (the first ``docker``
+on PATH) for everything but builds; a build uses the client of the chosen :class:`Builder`,
+which may be another ``docker`` on PATH when only that one can build with BuildKit.
 """
 
 from __future__ import annotations

@@ -135,21 +135,24 @@ def compare(build: Build, builder: Builder, server_version: str | None = None) -
 
 
 def engine_findings(repo: Path, cfg: Config) -> list[Finding]:
+    """verify's ``engine-context-diff`` rule: one finding per file the engine and the computed
+    listing disagree on, at its repo-relative path."""
     env = require_engine()
     out: list[Finding] = []
     for build in discover_builds(repo, cfg):
+        prefix = build.rel_context(repo) + "/" if build.rel_context(repo) else ""
         for builder in env.builders:
             d = compare(build, builder, env.server_version)
             for path in d.only_engine:
                 out.append(Finding(
-                    "engine-context-diff", path,
+                    "engine-context-diff", prefix + path,
                     f"the engine ({d.builder}) received this file in the context of build "
                     f"'{build.name}', but cleanroom's matcher computed it as excluded",
                     "report this as a cleanroom matcher bug (include the ignore file)",
                 ))
             for path in d.only_computed:
                 out.append(Finding(
-                    "engine-context-diff", path,
+                    "engine-context-diff", prefix + path,
                     f"cleanroom's matcher computed this file as sent in build '{build.name}', "
                     f"but the engine ({d.builder}) did not receive it",
                     "report this as a cleanroom matcher bug (include the ignore file)",

@@ -728,14 +728,6 @@ class Pattern:
         return regex, error
 
     @property
-    def _regex(self) -> str | None:
-        return self.translated(False)[0]
-
-    @property
-    def _error(self) -> str | None:
-        return self.translated(False)[1]
-
-    @property
     def depth(self) -> int:
         """Number of ``/``-separated parts (fileutils' ``len(pattern.dirs)``)."""
         return self.text.count("/") + 1

@@ -9,34 +9,48 @@ app container either running or absent, never half-created, and says which.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cleanroom.core import runner, settings
-from cleanroom.core.actions import Run, run_command
+from cleanroom.core.actions import Call, Plan, Run, Stage, WriteFile, run_command, run_stages
 from cleanroom.core.cache import read_json, write_json
-from cleanroom.core.errors import BadInput, CleanroomError, StepFailed, ToolMissing
+from cleanroom.core.errors import BadInput, StepFailed, ToolMissing
 from cleanroom.core.workspace import Workspace, in_container
 from cleanroom.docker.compose import root_files
 from cleanroom.docker.dockerfiles import for_classic
 from cleanroom.docker.engine import SETUP_HINT, Builder, DockerEnv, docker_client, require_engine
-from cleanroom.pipeline.baseimage import ensure_base_image, image_exists
+from cleanroom.pipeline.baseimage import DEFAULT_TAG, ensure_base_image, image_exists
+from cleanroom.pipeline.testrun import DEFAULT_LOG
 from cleanroom.variants.select import render
 
 DEFAULT_BASES = {
     "binary": "nvidia/cuda:12.8.1-devel-ubuntu22.04",
     "source": "nvidia/cuda:11.8.0-cudnn8-devel-ubuntu22.04",
 }
-OFFLINE_BASE = "cleanroom-base:offline"
+OFFLINE_BASE = DEFAULT_TAG  # the offline base image, built with mmdebstrap when nothing else can be had
 PULL_RETRY_S = 24 * 3600
-STAGES = ("engine", "select", "base", "build", "up", "test-all", "verify")
 
 
 def say(msg: str) -> None:
     print(msg, flush=True)
+
+
+def test_log() -> str:
+    """Where test-all writes its log in the container (the compose file passes the host's
+    CLEANROOM_TEST_LOG through)."""
+    return settings.get("CLEANROOM_TEST_LOG") or DEFAULT_LOG
+
+
+def _when(ts: float) -> str:
+    """A moment as the time of day, with the date when it is not today."""
+    t = time.localtime(ts)
+    return time.strftime("%H:%M" if t[:3] == time.localtime()[:3] else "%b %d %H:%M", t)
 
 
 # ----------------------------------------------------------------------- settings
@@ -197,6 +211,12 @@ def container_state(env: DockerEnv, cid: str) -> str:
 
 @dataclass
 class Pipeline:
+    """The main job as a plan: each stage plans its actions when it starts (from what the stages
+    before it found: the engine, the variant, the base image) and the one stage runner
+    (:func:`cleanroom.core.actions.run_stages`) carries them out, or with ``dry_run`` prints
+    them. A dry run asks the engine (read-only) and changes nothing: no pull, no build, no
+    container, no log."""
+
     ws: Workspace
     variant: str
     tests: bool = True
@@ -207,7 +227,7 @@ class Pipeline:
     spec: BuildSpec | None = None
     builder: Builder | None = None
     base: str = ""
-    stage: str = ""
+    dry_run: bool = False
     _classic: Path | None = None
 
     def __post_init__(self) -> None:
@@ -216,17 +236,28 @@ class Pipeline:
     def log(self, stage: str) -> Path:
         return self.log_dir / f"{self.variant}-{stage}.log"
 
-    # each stage -------------------------------------------------------------
-    def s_engine(self) -> None:
+    # each stage's plan --------------------------------------------------------
+    def p_engine(self) -> Plan:
+        return [Call(self._probe, "ask the Docker engine: docker info, the builders (buildx, the "
+                                  "classic builder), Compose (v2 plugin, v1)", changes=False)]
+
+    def _probe(self) -> None:
         self.env = require_engine(need_compose=True)
         self.builder = self.env.builder
         assert self.builder is not None
         say(f"    engine {self.env.server_version}; compose {self.env.compose_label}; "
             f"builder {self.builder.name} ({self.builder.client})")
 
-    def s_select(self) -> None:
+    def p_select(self) -> Plan:
         assert self.env is not None
         self.spec = build_spec(self.ws, self.variant, self.env)
+        gpu = "with" if self.spec.with_gpu else "without"
+        return [Call(self._select, f"select {self.variant}: {self.ws.cfg.variants.path_of(self.variant)} -> "
+                                   f"pyproject.toml inside the image ({gpu} the gpu group; the Dockerfile runs "
+                                   f"`cleanroom select`), Dockerfile {self.spec.dockerfile}", changes=False)]
+
+    def _select(self) -> None:
+        assert self.spec is not None
         without = () if self.spec.with_gpu else ("gpu",)
         sel = render(self.ws.repo, self.ws.cfg, self.variant, without, self.spec.index_url)
         say(f"    variant {self.variant}: {sel.variant_file} -> pyproject.toml inside the image "
@@ -237,71 +268,84 @@ class Pipeline:
         if self.spec.native:
             say(f"    compiled from source into /opt/wheels: {self.spec.native}")
 
-    def s_base(self) -> None:
+    def p_base(self) -> Plan:
         assert self.env is not None and self.env.client is not None
         chosen = (settings.get("CLEANROOM_BASE_IMAGE") or "").strip()
         if chosen:
-            say(f"    base image {chosen} (from CLEANROOM_BASE_IMAGE)")
             self.base = chosen
-            return
+            return [Call(lambda: say(f"    base image {chosen} (from CLEANROOM_BASE_IMAGE)"),
+                         f"use the base image {chosen} (CLEANROOM_BASE_IMAGE)", changes=False)]
         default = DEFAULT_BASES[self.variant]
         if image_exists(default):
-            say(f"    base image {default} (present)")
             self.base = default
-            return
+            return [Call(lambda: say(f"    base image {default} (present)"),
+                         f"use the base image {default} (present)", changes=False)]
+        offline = Call(self._offline, f"build {OFFLINE_BASE} with mmdebstrap if it is not there "
+                                      f"(log: {self.log('base')})")
         # A registry that did not answer is not asked again on every build: a failed pull is
         # remembered for a day (a pull can take minutes to time out where the network drops it).
+        failed = read_json("base-pull.json")
+        last = failed.get(default) if isinstance(failed, dict) else None
+        if isinstance(last, list) and len(last) == 2 and time.time() - float(last[0]) < PULL_RETRY_S:
+            at, until = _when(float(last[0])), _when(float(last[0]) + PULL_RETRY_S)
+            self.base = OFFLINE_BASE
+            return [Call(lambda: say(f"    base image {default} cannot be had (a pull failed at {at}: "
+                                     f"{last[1]}; not tried again before {until}, or `docker pull "
+                                     f"{default}` yourself); using the offline base {OFFLINE_BASE}"),
+                         f"skip {default}: its pull failed at {at} (not tried again before {until})",
+                         changes=False), offline]
+        self.base = default  # as planned; the pull step falls back to the offline base
+        return [Call(lambda: self._pull(default),
+                     f"docker pull -q {default}; if that fails: build {OFFLINE_BASE} with mmdebstrap "
+                     f"(log: {self.log('base')})")]
 
+    def _pull(self, default: str) -> None:
+        assert self.env is not None and self.env.client is not None
+        try:
+            p = runner.run([self.env.client, "pull", "-q", default], timeout=600)
+        except StepFailed as exc:  # no answer within the limit: a failed pull
+            p = runner.Result((), 124, "", exc.message)
         failed = read_json("base-pull.json")
         failed = failed if isinstance(failed, dict) else {}
-        last = failed.get(default)
-        if isinstance(last, list) and len(last) == 2 and time.time() - float(last[0]) < PULL_RETRY_S:
-            until = time.strftime("%H:%M", time.localtime(float(last[0]) + PULL_RETRY_S))
-            say(f"    base image {default} cannot be had (a pull failed at "
-                f"{time.strftime('%H:%M', time.localtime(float(last[0])))}: {last[1]}; not tried again "
-                f"before {until}, or `docker pull {default}` yourself); using the offline base {OFFLINE_BASE}")
-        else:
-            try:
-                p = runner.run([self.env.client, "pull", "-q", default], timeout=600)
-            except StepFailed as exc:  # no answer within the limit: a failed pull
-                p = runner.Result((), 124, "", exc.message)
-            if p.returncode == 0:
-                say(f"    base image {default} (pulled)")
-                failed.pop(default, None)
-                write_json("base-pull.json", failed)
-                self.base = default
-                return
-            reason = p.last_error_line()[:160]
-            failed[default] = [time.time(), reason]
+        if p.returncode == 0:
+            say(f"    base image {default} (pulled)")
+            failed.pop(default, None)
             write_json("base-pull.json", failed)
-            say(f"    base image {default} cannot be had (not present; pull failed: {reason}); "
-                f"using the offline base {OFFLINE_BASE}")
+            self.base = default
+            return
+        reason = p.last_error_line()[:160]
+        failed[default] = [time.time(), reason]
+        write_json("base-pull.json", failed)
+        say(f"    base image {default} cannot be had (not present; pull failed: {reason}); "
+            f"using the offline base {OFFLINE_BASE}")
+        self._offline()
+
+    def _offline(self) -> None:
         ensure_base_image(OFFLINE_BASE, log=self.log("base"))
         self.base = OFFLINE_BASE
 
-    def dockerfile_for_builder(self) -> Path:
-        """The Dockerfile to build: as written for BuildKit; for the classic builder, a copy
-        without the cache mounts it refuses (in a temporary folder, outside the context)."""
+    def p_build(self) -> Plan:
         assert self.spec is not None and self.builder is not None
         path = self.ws.repo / self.spec.dockerfile
-        if self.builder.name == "buildkit":
-            return path
-        import tempfile
+        plan: Plan = []
+        dockerfile = path
+        if self.builder.name != "buildkit":
+            # The classic builder refuses cache mounts: it builds a copy without them, in a
+            # temporary folder outside the context (removed after the build).
+            try:
+                text = for_classic(path.read_text(encoding="utf-8"), self.spec.dockerfile)
+            except (OSError, UnicodeDecodeError) as exc:
+                raise BadInput(f"{path}: cannot read: {exc}") from None
+            dockerfile = Path(tempfile.gettempdir()) / f"cleanroom-classic-{os.getpid()}" / path.name
+            self._classic = dockerfile
+            plan.append(WriteFile(dockerfile, text, desc=f"{self.spec.dockerfile} without the cache "
+                                                       "mounts the classic builder refuses"))
+        return [*plan, Run(tuple(self.build_argv(dockerfile)), env=self.builder.environ(), log=self.log("build"))]
 
-
-        try:
-            text = for_classic(path.read_text(encoding="utf-8"), self.spec.dockerfile)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BadInput(f"{path}: cannot read: {exc}") from None
-        tmp = Path(tempfile.mkdtemp(prefix="cleanroom-classic-")) / path.name
-        tmp.write_text(text, encoding="utf-8")
-        self._classic = tmp
-        return tmp
-
-    def build_argv(self) -> list[str]:
+    def build_argv(self, dockerfile: Path) -> list[str]:
         assert self.spec is not None and self.builder is not None
         s = self.spec
-        argv = [self.builder.client, "build", "-f", str(self.dockerfile_for_builder()), "-t", s.image,
+        argv = [self.builder.client, "build", "-f", str(dockerfile), "-t", s.image,
                 "--build-arg", f"BASE_IMAGE={self.base}",
                 "--build-arg", f"VARIANT={s.variant}",
                 "--build-arg", f"WITH_GPU={'true' if s.with_gpu else 'false'}"]
@@ -315,17 +359,7 @@ class Pipeline:
             argv += ["--no-cache"]
         return [*argv, str(self.ws.repo)]
 
-    def s_build(self) -> None:
-        assert self.builder is not None
-        try:
-            run_command(Run(tuple(self.build_argv()), env=self.builder.environ(), log=self.log("build")))
-        finally:
-            if self._classic is not None:
-                import shutil
-
-                shutil.rmtree(self._classic.parent, ignore_errors=True)
-
-    def s_up(self) -> None:
+    def p_up(self) -> Plan:
         assert self.env is not None and self.spec is not None
         if self.spec.gpu_runtime:
             say(f"    GPU runtime detected ({', '.join(self.env.runtimes) or 'CDI'}): adding "
@@ -333,7 +367,11 @@ class Pipeline:
         else:
             say("    no GPU runtime, running on CPU")
         argv = [*compose_argv(self.ws, self.env, self.spec.gpu_runtime), "up", "-d", "--no-build"]
-        run_command(Run(tuple(argv), env=self.spec.compose_env(self.base), log=self.log("up")))
+        return [Run(tuple(argv), env=self.spec.compose_env(self.base), log=self.log("up")),
+                Call(self._check_up, "check that the app container runs")]
+
+    def _check_up(self) -> None:
+        assert self.env is not None
         cid = find_container(self.ws)
         state = container_state(self.env, cid) if cid else "absent"
         if state != "running":
@@ -344,62 +382,64 @@ class Pipeline:
     def exec_argv(self, *cmd: str) -> list[str]:
         cid = find_container(self.ws, running_only=True)
         if cid is None:
-            raise StepFailed("the app container is not running")
+            if self.dry_run:
+                cid = "<the app container>"  # started by the up stage
+            else:
+                raise StepFailed("the app container is not running")
         return [docker_client(), "exec", "-i", cid, *cmd]
 
-    def s_test_all(self) -> None:
+    def p_test_all(self) -> Plan:
         assert self.spec is not None
-        run_command(Run(tuple(self.exec_argv("test-all")), env=self.spec.compose_env(self.base),
-                        log=self.log("test-all")))
+        return [Run(tuple(self.exec_argv("test-all")), env=self.spec.compose_env(self.base),
+                    log=self.log("test-all"))]
 
-    def s_verify(self) -> None:
+    def p_verify(self) -> Plan:
         assert self.spec is not None
-        argv = self.exec_argv("cleanroom", "--repo", "/workspace", "verify", "--out",
-                              self.ws.cfg.proto.out)
-        run_command(Run(tuple(argv), env=self.spec.compose_env(self.base), log=self.log("verify")))
+        argv = self.exec_argv("cleanroom", "--repo", "/workspace", "verify", "--out", self.ws.cfg.proto.out)
+        return [Run(tuple(argv), env=self.spec.compose_env(self.base), log=self.log("verify"))]
 
     # driver -------------------------------------------------------------------
-    def stages(self) -> list[tuple[str, Callable[[], None]]]:
+    def stages(self) -> list[Stage]:
         all_stages = [
-            ("engine", self.s_engine), ("select", self.s_select), ("base", self.s_base),
-            ("build", self.s_build), ("up", self.s_up), ("test-all", self.s_test_all),
-            ("verify", self.s_verify),
+            Stage("engine", self.p_engine), Stage("select", self.p_select),
+            Stage("base", self.p_base, self.log("base")), Stage("build", self.p_build, self.log("build")),
+            Stage("up", self.p_up, self.log("up")), Stage("test-all", self.p_test_all, self.log("test-all")),
+            Stage("verify", self.p_verify, self.log("verify")),
         ]
         out = []
-        for name, fn in all_stages:
-            if name == "test-all" and not self.tests:
+        for stage in all_stages:
+            if stage.name == "test-all" and not self.tests:
                 continue
-            out.append((name, fn))
-            if name == self.until:
+            out.append(stage)
+            if stage.name == self.until:
                 break
         return out
 
-    def run(self) -> int:
+    def run(self, dry_run: bool = False) -> int:
+        self.dry_run = dry_run
         stages = self.stages()
-        start = time.monotonic()
         label = f"build-{self.variant}"
+        current = {"name": ""}
+
+        def named(stage: Stage) -> Stage:
+            def plan() -> Plan:
+                current["name"] = stage.name
+                return stage.plan()
+            return Stage(stage.name, plan, stage.log)
+
         try:
-            for i, (name, fn) in enumerate(stages, 1):
-                self.stage = name
-                say(f"==> [{i}/{len(stages)}] {name}")
-                t = time.monotonic()
-                try:
-                    fn()
-                except StepFailed as exc:
-                    log = self.log(name)
-                    raise StepFailed(
-                        f"{label}: stage '{name}' failed: {exc.message}"
-                        + ("" if str(log) in exc.message else f" (log: {log})")
-                    ) from None
-                except CleanroomError as exc:
-                    exc.message = f"{label}: stage '{name}': {exc.message}"
-                    raise
-                say(f"<== {name} ok ({time.monotonic() - t:.1f}s)")
+            took = run_stages([named(s) for s in stages], label, dry_run=dry_run)
         except KeyboardInterrupt:
-            say(f"\n{label}: interrupted during stage '{self.stage}'; {self.after_interrupt()}")
+            say(f"\n{label}: interrupted during stage '{current['name']}'; {self.after_interrupt()}")
             return 130
-        say(f"{label}: all {len(stages)} stages ok in {time.monotonic() - start:.1f}s"
-            + (f"; test output in the container at {self.ws.cfg.test.log}" if self.tests and self.until == "verify" else ""))
+        finally:
+            if self._classic is not None:
+                shutil.rmtree(self._classic.parent, ignore_errors=True)
+        if dry_run:
+            say(f"{label}: dry run: {len(stages)} stages planned, nothing was changed")
+            return 0
+        say(f"{label}: all {len(stages)} stages ok in {took:.1f}s"
+            + (f"; test output in the container at {test_log()}" if self.tests and self.until == "verify" else ""))
         return 0
 
     def after_interrupt(self) -> str:

@@ -34,17 +34,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import json
 import keyword
 import os
 import re
-import shlex
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import libcst as cst
@@ -58,126 +55,25 @@ from cleanroom.core.config import Config, derive_package
 from cleanroom.core.errors import BadInput, CleanroomError, StepFailed
 from cleanroom.core.git import git, require_repo, split0
 from cleanroom.core.workspace import Workspace
-from cleanroom.docker import dockerfiles
-from cleanroom.docker.builds import Build
-from cleanroom.docker.compose import interpolate
 from cleanroom.proto import generate as proto
+from cleanroom.proto.dockerfile_check import check_dockerfiles
+from cleanroom.proto.migrate_report import render
+from cleanroom.proto.migration import PROTO_PATTERNS, IgnoreChange, Migration, Note, Proof, Rewrite
 from cleanroom.proto.rewrite import ModuleMap, candidate_rx, find_legacy_dir, module_of, rewrite_source
 
-PROTO_PATTERNS: tuple[str, ...] = ("*_pb2.py", "*_pb2.pyi", "*_pb2_grpc.py", "*_pb2_grpc.pyi")
 _SERVICE = re.compile(r"^\s*service\s+\w+", re.M)
+
+
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
 _IMPORT = re.compile(r'^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"\s*;', re.M)
+
+
 JOURNAL = "cleanroom-migrate-proto.json"
+
+
 BY = "cleanroom migrate-proto"
-
-
-# ------------------------------------------------------------------------------ results
-
-
-@dataclass(frozen=True)
-class IgnoreChange:
-    path: str  # repo-relative
-    rules: tuple[str, ...]
-    old: str
-    new: str
-
-
-@dataclass(frozen=True)
-class DockerfileCheck:
-    """Whether one Dockerfile generates the code its image needs; what to add if not."""
-
-    path: str  # repo-relative
-    builds: tuple[str, ...]
-    ok: bool
-    message: str
-    add: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Note:
-    """Something the migration does not do itself, with where it is and why."""
-
-    path: str
-    line: int
-    code: str
-    why: str
-
-
-@dataclass(frozen=True)
-class Rewrite:
-    path: str  # repo-relative
-    old: bytes
-    new: bytes
-    what: str
-    facade: bool
-
-
-@dataclass(frozen=True)
-class Proof:
-    module: str
-    status: str  # "proven", "not proven", "failed"
-    why: str = ""
-
-
-@dataclass
-class Migration:
-    repo: Path
-    cfg: Config
-    legacy: str
-    legacy_dir: str | None
-    found: list[str] = field(default_factory=list)  # what was detected, not configured
-    ignore: list[IgnoreChange] = field(default_factory=list)
-    dockerfiles: list[DockerfileCheck] = field(default_factory=list)
-    rewrites: list[Rewrite] = field(default_factory=list)
-    notes: list[Note] = field(default_factory=list)
-    unparsed: list[tuple[str, str]] = field(default_factory=list)
-    untrack: list[str] = field(default_factory=list)
-    orphans: list[str] = field(default_factory=list)  # generated, but no .proto regenerates them
-    outside: list[str] = field(default_factory=list)  # generated, outside the legacy module
-    proof: list[Proof] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    # files that refer to the legacy module, changed or not (they depend on its facade): proven
-    users: list[str] = field(default_factory=list)
-    # the settings found (not configured), recorded in cleanroom.toml: `cleanroom proto` in a fresh
-    # checkout must make the same package from the same sources
-    settings: IgnoreChange | None = None
-
-    @property
-    def package(self) -> str:
-        return self.cfg.proto.package
-
-    @property
-    def nothing(self) -> bool:
-        return not (self.ignore or self.rewrites or self.untrack)
-
-    @property
-    def text_changes(self) -> list[IgnoreChange]:
-        return [*self.ignore, *([self.settings] if self.settings else [])]
-
-    @property
-    def touched(self) -> list[str]:
-        """Repo-relative paths the plan changes (in the work tree or the index)."""
-        return [*(i.path for i in self.text_changes), *(r.path for r in self.rewrites), *self.untrack]
-
-    @property
-    def failed(self) -> list[Proof]:
-        return [p for p in self.proof if p.status == "failed"]
-
-    @property
-    def manual(self) -> list[str]:
-        """What is left for a person to do (Dockerfile lines, references not rewritten, orphans)."""
-        out = [f"{d.path}: {d.message} " + " ; ".join(f"`{a}`" for a in d.add)
-               for d in self.dockerfiles if not d.ok]
-        out += [f"{n.path}:{n.line}: {n.why}" for n in self.notes]
-        if self.orphans:
-            out.append(f"{len(self.orphans)} generated file(s) no .proto under {self.cfg.proto.sources} "
-                       f"regenerates stay tracked: {policy.examples(self.orphans)}: add their .proto "
-                       "sources, or allow them ([[artifacts.allow]] in cleanroom.toml)")
-        return out
-
-
-# ------------------------------------------------------------------------------ finding things
 
 
 def _legacy_dir_module(d: str, tracked: set[str]) -> tuple[str, str]:
@@ -283,158 +179,6 @@ def _produced(rest_path: str, known: frozenset[str]) -> bool:
         return True
     leaf = base.rsplit(".", 1)[-1]
     return sum(1 for k in known if k.rsplit(".", 1)[-1] == leaf) == 1
-
-
-# ------------------------------------------------------------------------------ Dockerfiles
-
-
-def _segments(run: str) -> list[list[str]]:
-    """The simple commands of a RUN instruction (shell form), as argv lists."""
-    out = []
-    for seg in re.split(r"&&|\|\||;|\|", run):
-        try:
-            words = shlex.split(seg)
-        except ValueError:
-            words = seg.split()
-        if words:
-            out.append(words)
-    return out
-
-
-def _proto_step(argv: list[str]) -> tuple[bool, str | None] | None:
-    """For ``cleanroom [--repo X] proto [--out DIR]`` (or ``python -m cleanroom ...``): whether it
-    generates, and its ``--out`` (None: the default); None when it is not the proto step."""
-    words = list(argv)
-    while words and re.match(r"^[A-Za-z_]\w*=", words[0]):  # VAR=value cleanroom ...
-        words.pop(0)
-    if not words:
-        return None
-    exe = os.path.basename(words[0])
-    if exe == "cleanroom":
-        words = words[1:]
-    elif re.match(r"^python(\d+(\.\d+)?)?$", exe) and words[1:3] == ["-m", "cleanroom"]:
-        words = words[3:]
-    else:
-        return None
-    while words and words[0].startswith("-") and words[0] != "proto":
-        opt = words.pop(0)
-        if "=" not in opt and words and opt in ("--repo", "--config"):
-            words.pop(0)
-    if not words or words[0] != "proto":
-        return None
-    out: str | None = None
-    check = False
-    rest = words[1:]
-    for i, w in enumerate(rest):
-        if w == "--out" and i + 1 < len(rest):
-            out = rest[i + 1]
-        elif w.startswith("--out="):
-            out = w.split("=", 1)[1]
-        elif w in ("--check", "--dry-run"):
-            check = True
-    return (not check), out
-
-
-def check_dockerfile(repo: Path, cfg: Config, ctx: VerifyContext, builds: Sequence[Build]) -> DockerfileCheck | None:
-    """Does the image generate the code it needs (into ``[proto] out``)? None: its final stage
-    runs no Python (a Go binary on ``distroless/static``): it needs none."""
-    b = builds[0]
-    rel = b.rel_dockerfile(repo)
-    names = tuple(x.name for x in builds)
-    out_dir, package = cfg.proto.out, cfg.proto.package
-    run_line = f'RUN cleanroom proto --out {out_dir} --pth && python -c "import {package}"'
-    src_rel = os.path.relpath(repo / cfg.proto.sources, b.context).replace(os.sep, "/")
-    text = b.dockerfile_text()
-    if text is None:
-        return DockerfileCheck(rel, names, False, "cannot be read: its image cannot be checked")
-    try:
-        df = dockerfiles.parse(text, rel)
-    except dockerfiles.DockerfileError as exc:
-        return DockerfileCheck(rel, names, False, exc.message)
-    final = df.final
-    if final is None:
-        return None
-    if not dockerfiles.runs_python(df, final):
-        return None
-    env: dict[str, str] = {}
-    wrong: list[tuple[dockerfiles.Instruction, str | None]] = []
-    container = False
-    anchor = engine = None
-    last = None
-    for ins in df.stage_instructions(final.index):
-        last = ins
-        if ins.keyword in ("ARG", "ENV"):
-            for a in ins.args:
-                k, sep, v = a.partition("=")
-                if sep:
-                    env[k] = interpolate(v.strip("\"'"), env)
-            container = container or env.get("DOCKER_CONTAINER") == "1"
-        elif ins.keyword in ("COPY", "ADD") and ins.flag("from") is None:
-            if any(_covers(a, src_rel) for a in ins.args[:-1]):
-                anchor = ins
-        elif ins.keyword == "RUN":
-            run = " ".join(ins.args)
-            if "cleanroom" in run:
-                engine = ins
-            for argv in _segments(run):
-                step = _proto_step(argv)
-                if step is None or not step[0]:
-                    continue
-                out = step[1]
-                if out is None:
-                    if container:
-                        return DockerfileCheck(rel, names, True, f"line {ins.line}: `cleanroom proto` "
-                                               f"(DOCKER_CONTAINER=1: into {out_dir})")
-                    wrong.append((ins, None))
-                    continue
-                if os.path.normpath(interpolate(out, env)) == os.path.normpath(out_dir):
-                    return DockerfileCheck(rel, names, True, f"line {ins.line}: `cleanroom proto --out {out}`")
-                wrong.append((ins, out))
-    if wrong:
-        ins, out = wrong[0]
-        where = f"into {out}" if out else "without --out (on the host default [proto] host_out)"
-        return DockerfileCheck(rel, names, False,
-                               f"line {ins.line} runs `cleanroom proto` {where}, not into [proto] out "
-                               f"({out_dir}): change it to:", (run_line,))
-    excluded = ""
-    for g in ctx.groups:
-        if b in g.builds and not any(ctx.sent(ctx.matcher(bi), src_rel) or ctx.sent(ctx.matcher(bi), f"{src_rel}/x.proto")
-                                     for bi in g.members):
-            excluded = f" ({g.ignore_name} excludes {src_rel}: re-include it first, e.g. `!{src_rel}`)"
-    after = max((i for i in (anchor, engine) if i is not None), key=lambda i: i.line, default=None)
-    if after is not None:
-        where = f"after line {after.end_line} (`{_short(after.original)}`)"
-        add: tuple[str, ...] = (run_line,) if anchor is not None else (f"COPY {src_rel} {src_rel}", run_line)
-    else:
-        where = (f"after line {last.end_line} (`{_short(last.original)}`), the last of the final stage"
-                 if last is not None else f"after line {final.line}")
-        add = (f"COPY {src_rel} {src_rel}", run_line)
-    needs = "" if engine is not None else "; nothing installs the engine yet: `pip install` it before"
-    return DockerfileCheck(
-        rel, names, False,
-        f"its final stage (line {final.line}, `FROM {final.base}`) runs Python but does not generate "
-        f"{package} into {out_dir}{needs}{excluded}; add {where}:", add)
-
-
-def _short(text: str, n: int = 70) -> str:
-    return text if len(text) <= n else text[: n - 3] + "..."
-
-
-def _covers(src: str, target: str) -> bool:
-    src = src.strip().rstrip("/")
-    src = src[2:] if src.startswith("./") else src
-    return src in ("", ".") or target == src or target.startswith(src + "/")
-
-
-def check_dockerfiles(repo: Path, cfg: Config, ctx: VerifyContext) -> list[DockerfileCheck]:
-    by_file: dict[tuple[Path, str | None], list[Build]] = {}
-    for b in ctx.builds:
-        by_file.setdefault((b.dockerfile, b.inline), []).append(b)
-    out = [check_dockerfile(repo, cfg, ctx, bs) for bs in by_file.values()]
-    return [c for c in out if c is not None]
-
-
-# ------------------------------------------------------------------------------ the plan
 
 
 def _proto_cfg(cfg: Config) -> Config:
@@ -677,8 +421,6 @@ def _plan_rewrites(m: Migration, tracked_py: Sequence[str], links: set[str], kno
                           "generates it: its imports are left as they are")
 
 
-# ------------------------------------------------------------------------------ the proof
-
 _PROVE = r"""
 import importlib, json, sys
 spec = json.loads(sys.argv[1])
@@ -773,9 +515,6 @@ def prove_plan(m: Migration, tracked_py: Sequence[str]) -> list[Proof]:
         else:
             out.append(Proof(mod, "proven"))
     return out
-
-
-# ------------------------------------------------------------------------------ applying
 
 
 def _git_dir(repo: Path) -> Path:
@@ -920,100 +659,6 @@ def dirty(repo: Path, paths: Sequence[str]) -> list[str]:
             skip = True
         found.append(entry[3:])
     return sorted(set(found))
-
-
-# ------------------------------------------------------------------------------ output
-
-
-def _diff(path: str, old: str, new: str) -> Iterator[str]:
-    lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                 fromfile=f"a/{path}", tofile=f"b/{path}")
-    return (ln.rstrip("\r\n") for ln in lines)
-
-
-def render(m: Migration, applied: bool) -> str:
-    p = m.cfg.proto
-    lines: list[str] = []
-    do = "" if applied else "would "
-    lines.append("migrate-proto: applied" if applied else
-                 "migrate-proto: plan (dry run: nothing is changed; `--apply` carries it out)")
-    if m.nothing and not m.orphans and not m.outside:
-        lines.append("migrate-proto: nothing to change: git tracks no generated protobuf code and every "
-                     "ignore file already covers it")
-        return "\n".join(lines + [f"  warning: {w}" for w in m.warnings])
-    lines.append(f"  from {m.legacy or '(no legacy module)'}{' in ' + m.legacy_dir if m.legacy_dir else ''} "
-                 f"to the generated package {p.package} (made from {p.sources} into {p.out}/{p.package})")
-    for f in m.found:
-        lines.append(f"  found (not configured): [proto] {f}")
-    if m.settings is not None:
-        lines.append(f"  {do}record them in {m.settings.path}, so `cleanroom proto` makes the same package:")
-        if not applied:
-            lines += ["     " + d for d in _diff(m.settings.path, m.settings.old, m.settings.new)]
-    for w in m.warnings:
-        lines.append(f"  warning: {w}")
-
-    lines += ["", "1. ignore rules for generated protobuf code (.gitignore, .dockerignore)"]
-    if not m.ignore:
-        lines.append("   nothing to do: git and every build's .dockerignore already ignore "
-                     + ", ".join(PROTO_PATTERNS))
-    for ic in m.ignore:
-        lines.append(f"   {ic.path}: {do}add {', '.join(ic.rules)} to a block marked as added by migrate-proto")
-        if not applied:
-            lines += ["     " + d for d in _diff(ic.path, ic.old, ic.new)]
-
-    lines += ["", f"2. images that run Python generate the code into {p.out} (checked, never edited)"]
-    if not m.dockerfiles:
-        lines.append("   nothing to check: no build whose final stage runs Python")
-    for d in m.dockerfiles:
-        lines.append(f"   {d.path}: {'OK' if d.ok else 'TO DO'}: {d.message}")
-        if not d.ok and d.add:
-            lines += ["       " + a for a in d.add]
-
-    lines += ["", f"3. references to {m.legacy or 'the legacy module'}'s generated modules -> {p.package}"]
-    if not m.rewrites and not m.notes and not m.unparsed:
-        lines.append("   nothing to do: no tracked file refers to them")
-    for rw in m.rewrites:
-        kind = " (a facade: it stays, importing from the package)" if rw.facade else ""
-        lines.append(f"   {rw.path}: {do}rewrite {rw.what}{kind}")
-        if not applied:
-            lines += ["     " + d for d in _diff(rw.path, rw.old.decode("utf-8"), rw.new.decode("utf-8"))]
-    for n in m.notes:
-        lines.append(f"   {n.path}:{n.line}: not rewritten: `{n.code}`: {n.why}")
-    for path, why in m.unparsed:
-        lines.append(f"   {path}: skipped: {why}")
-
-    lines += ["", "4. untrack the generated files (git rm --cached: they stay on disk)"]
-    if not m.untrack:
-        lines.append("   nothing to do")
-    for path in m.untrack:
-        lines.append(f"   {do}untrack {path}")
-    if m.untrack:
-        lines.append(f"   {do}run: git rm --cached -q -- " + " ".join(shlex.quote(u) for u in m.untrack))
-    for path in m.orphans:
-        lines.append(f"   keep {path}: no .proto under {p.sources} regenerates it (an orphan)")
-
-    if m.proof:
-        lines += ["", f"5. proof: {len(m.proof)} module(s) imported with the package generated into a "
-                      "temporary folder and the untracked files absent"]
-        for pr in m.proof:
-            lines.append(f"   {pr.status}: {pr.module}" + (f": {pr.why}" if pr.why else ""))
-
-    lines.append("")
-    if m.failed:
-        lines.append(f"migrate-proto: {len(m.failed)} module(s) that import today would fail after the "
-                     "migration: --apply refuses until they import (see 5.)")
-    elif m.nothing:
-        lines.append("migrate-proto: nothing to change: the repo is migrated")
-    elif applied:
-        lines.append(f"migrate-proto: done ({len(m.touched)} file(s) changed); review `git status` and "
-                     "`git diff`, then commit; `cleanroom verify` checks the result")
-    else:
-        lines.append(f"migrate-proto: {len(m.touched)} file(s) to change; run `cleanroom migrate-proto --apply`")
-    manual = m.manual
-    if manual:
-        lines.append(f"migrate-proto: left to do by hand ({len(manual)}):")
-        lines += [f"  - {x}" for x in manual]
-    return "\n".join(lines)
 
 
 def migrate(ws: Workspace, apply: bool = False, allow_dirty: bool = False) -> tuple[str, int]:

@@ -1,28 +1,35 @@
 """verify's rules: each a function from the repo scan to findings, registered once in
-:data:`RULES` with its name, order and description (the formats, the docs and `[verify] select`
-and `ignore` read that table).
+:data:`RULES` with its names, its place in the report order, what each name means, when it
+applies and why it may not. Everything else reads that table: the run (``checked``, ``skipped``),
+every report format (through :attr:`cleanroom.core.report.Result.rules`), ``cleanroom.toml``'s
+``[verify] select``, ``ignore`` and ``per-path-ignores``, and the README's rule list (a test holds
+it to the table).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cleanroom.artifacts import policy
-from cleanroom.artifacts.policy import examples
-from cleanroom.core.report import Finding, human_size
-from cleanroom.docker.dockerfiles import Source
-from cleanroom.variants.drift import MISSING, find_drift
-
-if TYPE_CHECKING:
-    pass
 from cleanroom.artifacts.gaps import DockerGap, _leaks, copy_problems, docker_gaps, gitignore_gaps
+from cleanroom.artifacts.policy import examples
 from cleanroom.artifacts.scan import IgnoreGroup, VerifyContext, _tree_size
+from cleanroom.core.report import Finding, human_size
 from cleanroom.core.workspace import Workspace
+from cleanroom.docker.dockerfiles import Source
+from cleanroom.docker.engine_context import engine_findings
 from cleanroom.dockerignore.matcher import read
 from cleanroom.proto import generate as proto
+from cleanroom.variants.drift import MISSING, find_drift
+
+
+@dataclass
+class RuleContext(VerifyContext):
+    """The repo scan, plus what verify was asked for beyond it."""
+
+    engine: bool = False  # --engine: ask the Docker engine what each build context holds
 
 
 def _fmt(v: object) -> str:
@@ -278,36 +285,69 @@ def rule_generated(ctx: VerifyContext) -> Iterator[Finding]:
     )
 
 
-@dataclass(frozen=True)
+def rule_engine_context_diff(ctx: RuleContext) -> Iterator[Finding]:
+    yield from engine_findings(ctx.repo, ctx.cfg)
+
+
+def _always(ctx: RuleContext) -> bool:
+    return True
+
+
+def _has_builds(ctx: RuleContext) -> bool:
+    return bool(ctx.builds)
+
+
+NO_BUILD = "no Docker build in this repo"
+NO_GENERATED = "no generated package to check (--out DIR)"
+
+
+@dataclass(frozen=True, eq=False)
 class Rule:
-    names: tuple[str, ...]  # the finding names it can give
-    check: Callable[[VerifyContext], Iterable[Finding]]
-    applies: Callable[[VerifyContext], bool] = lambda ctx: True
+    # Each finding name the rule can give -> what a finding of that name means (one line: the
+    # SARIF rule list, the GitHub summary and the README read it).
+    docs: Mapping[str, str]
+    check: Callable[[RuleContext], Iterable[Finding]]
+    applies: Callable[[RuleContext], bool] = _always
+    why_not: str = "does not apply"  # why, where ``applies`` says no (a note in ``skipped``)
+    # What the run starts early, before any rule, for the rules that will run: "docker" (the
+    # Docker side, worked out while git walks the tree), "probes" (git asked about the
+    # .gitignore probe paths, in the background).
+    needs: tuple[str, ...] = ()
     waits_on_git: bool = False  # run last: it needs a background git answer
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.docs)
 
-# The rules, in report order: registered once, read by every format and by `checked`.
+
+# The rules, in report order: registered once, read by the run, every format and the docs.
 RULES: tuple[Rule, ...] = (
-    Rule(("tracked-artifact",), rule_tracked_artifact),
-    Rule(("untracked-artifact",), rule_untracked_artifact, waits_on_git=True),
-    Rule(("gitignore-gap",), rule_gitignore_gap, waits_on_git=True),
-    Rule(("dockerignore-gap",), rule_dockerignore_gap, lambda ctx: bool(ctx.builds)),
-    Rule(("copy-excluded",), rule_copy_excluded, lambda ctx: bool(ctx.builds)),
-    Rule(("dead-ignore-file",), rule_dead_ignore_file),
-    Rule(("context-leak",), rule_context_leak, lambda ctx: bool(ctx.builds)),
-    Rule(("variant-drift",), rule_variant_drift, lambda ctx: bool(ctx.cfg.variants.enabled)),
-    Rule(("generated-missing", "generated-stale"), rule_generated, lambda ctx: ctx.check_generated),
+    Rule({"tracked-artifact": "git tracks a file the artifact policy names (a build output, lockfile, "
+                              "generated code or cache)"},
+         rule_tracked_artifact),
+    Rule({"untracked-artifact": "an artifact in the tree that no .gitignore rule covers"},
+         rule_untracked_artifact, waits_on_git=True),
+    Rule({"gitignore-gap": "an artifact pattern the .gitignore files do not cover"},
+         rule_gitignore_gap, needs=("probes",), waits_on_git=True),
+    Rule({"dockerignore-gap": "an artifact pattern a build's .dockerignore does not cover"},
+         rule_dockerignore_gap, _has_builds, NO_BUILD, needs=("docker",)),
+    Rule({"copy-excluded": "a Dockerfile COPY/ADD names a file its build context leaves out"},
+         rule_copy_excluded, _has_builds, NO_BUILD, needs=("docker",)),
+    Rule({"dead-ignore-file": "an ignore file no build reads, or a line in one that can never match"},
+         rule_dead_ignore_file, needs=("docker",)),
+    Rule({"context-leak": "an artifact that exists now and would be sent in a build context"},
+         rule_context_leak, _has_builds, NO_BUILD, needs=("docker",)),
+    Rule({"variant-drift": "a key of the shared sections differs between the pyproject variants"},
+         rule_variant_drift, lambda ctx: bool(ctx.cfg.variants.enabled),
+         "no pyproject variants in this repo ([variants] enabled)"),
+    Rule({"generated-missing": "the generated protobuf package is missing",
+          "generated-stale": "the generated protobuf package does not match the .proto sources"},
+         rule_generated, lambda ctx: ctx.check_generated, NO_GENERATED),
+    Rule({"engine-context-diff": "the Docker engine's own build context differs from the engine's prediction"},
+         rule_engine_context_diff, lambda ctx: ctx.engine, "not asked for (--engine)"),
 )
 
 
 RULE_NAMES: tuple[str, ...] = tuple(n for r in RULES for n in r.names)
-
-
-_SKIP_WHY = {
-    "dockerignore-gap": "no Docker build in this repo",
-    "copy-excluded": "no Docker build in this repo",
-    "context-leak": "no Docker build in this repo",
-    "variant-drift": "no pyproject variants in this repo ([variants] enabled)",
-    "generated-missing": "no generated package to check (--out DIR)",
-    "generated-stale": "no generated package to check (--out DIR)",
-}
+# Every rule name, in report order -> what it means (what a report's ``Result.rules`` holds).
+RULE_DOCS: dict[str, str] = {n: doc for r in RULES for n, doc in r.docs.items()}
