@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cleanroom.core.errors import EXIT_OK, EXIT_TOOL_MISSING, BadInput, CleanroomError, ConfigError
 from cleanroom.core.workspace import Workspace, in_container
-from cleanroom.docker.engine import SETUP_HINT, probe
+from cleanroom.docker.engine import SETUP_HINT, location, probe
 from cleanroom.pipeline.baseimage import DEFAULT_TAG, image_exists
 from cleanroom.pipeline.baseimage import SETUP_HINT as BASE_HINT
 from cleanroom.pipeline.stages import DEFAULT_BASES, container_state, find_container
@@ -76,6 +76,15 @@ def docker_rows(container: bool) -> tuple[list[Row], bool]:
         why = "no docker client" if env.client is None else env.server_error
         rows.append(Row("engine", MISSING, f"does not answer ({why})",
                         f"start it: {SETUP_HINT}; or point DOCKER_HOST at a running one", need))
+    if engine:
+        where = location()
+        if where.remote:
+            rows.append(Row("engine location", OK, f"remote engine: {where.endpoint} ({where.why}); no bind "
+                            "mounts, the daily loop copies changed sources into the container and test "
+                            "logs back to .cleanroom/logs", needed=False))
+        else:
+            rows.append(Row("engine location", OK, f"local engine: {where.endpoint} ({where.why}); sources "
+                            "are bind-mounted", needed=False))
     if env.compose:
         others = [f"{label} (`{' '.join(argv)}`, CLEANROOM_COMPOSE={label[:2]})"
                   for argv, label in env.composes[1:]]

@@ -77,6 +77,14 @@ def _requirements(value: str) -> str | None:
     return None
 
 
+def _cache_spec(value: str) -> str | None:
+    if value.strip() == "":
+        return None
+    if _CONTROL.search(value) or re.search(r"\s", value):
+        return "expected one cache spec without whitespace (e.g. type=registry,ref=repo/app:cache)"
+    return None
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -95,6 +103,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLEANROOM_NATIVE_FROM_SOURCE", _requirements, "packages the source build compiles from "
             "their sdists"),
     Setting("CLEANROOM_TEST_LOG", _path, "where test-all captures pytest's output (in the container)"),
+    Setting("CLEANROOM_REMOTE", _bool, "the engine does not share this machine's files: no bind "
+            "mounts, sources copied into the container (default: detected from DOCKER_HOST or the "
+            "docker context)"),
+    Setting("CLEANROOM_CACHE_FROM", _cache_spec, "docker build --cache-from (BuildKit cache import, e.g. "
+            "type=registry,ref=REPO:cache; an image for the classic builder)"),
+    Setting("CLEANROOM_CACHE_TO", _cache_spec, "docker build --cache-to (BuildKit cache export, e.g. "
+            "type=registry,ref=REPO:cache,mode=max; needs the buildx plugin)"),
     Setting("CLEANROOM_TEST_WARM", _bool, "test-all forks each run from a warm interpreter holding the "
             "third-party modules already imported (in the container; default on)"),
 )

@@ -17,9 +17,11 @@ import os
 import shutil
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from cleanroom.core import runner, settings
 from cleanroom.core.errors import CleanroomError, ToolMissing
+from cleanroom.core.hashing import sha256
 
 SETUP_HINT = "run `docker/setup-engine` (installs and starts Debian's Docker engine and Compose)"
 # Where the docker CLI looks for its plugins (buildx, compose), besides $DOCKER_CONFIG/cli-plugins.
@@ -72,6 +74,7 @@ class Builder:
     name: str  # "buildkit" or "classic"
     client: str  # the docker binary that builds
     env: tuple[tuple[str, str], ...]  # what to set for it
+    buildx: bool = False  # the client has the buildx plugin (it can export a cache: --cache-to)
 
     def environ(self) -> dict[str, str]:
         return dict(self.env)
@@ -137,7 +140,7 @@ def probe() -> DockerEnv:
             server_error = out.splitlines()[-1] if out else f"docker info exited {rc}"
         for c in clients:
             if _out([c, "buildx", "version"])[0] == 0:
-                builders.append(Builder("buildkit", c, (("DOCKER_BUILDKIT", "1"),)))
+                builders.append(Builder("buildkit", c, (("DOCKER_BUILDKIT", "1"),), buildx=True))
                 break
             if 0 < _client_major(c) < 23:
                 builders.append(Builder("buildkit", c, (("DOCKER_BUILDKIT", "1"),)))
@@ -180,6 +183,69 @@ def require_engine(need_compose: bool = False) -> DockerEnv:
             raise ToolMissing(f"CLEANROOM_COMPOSE={want}: that Compose is not installed; {SETUP_HINT}")
         raise ToolMissing(f"neither `docker compose` (v2) nor `docker-compose` (v1) is installed; {SETUP_HINT}")
     return env
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where the engine runs, as far as files go: ``remote`` when it does not share this
+    machine's filesystem (a bind mount of a path here would be empty there)."""
+
+    remote: bool
+    endpoint: str  # the engine's address (unix:///var/run/docker.sock, tcp://..., ssh://...)
+    why: str  # how it was decided
+
+    def describe(self) -> str:
+        where = "remote engine" if self.remote else "local engine"
+        return f"{where} ({self.endpoint}; {self.why})"
+
+
+def _endpoint() -> tuple[str, str]:
+    """The engine's address and where it came from: DOCKER_HOST, else the current docker
+    context (``docker context inspect``), else the default socket."""
+    host = os.environ.get("DOCKER_HOST", "").strip()
+    if host:
+        return host, "DOCKER_HOST"
+    # The docker CLI's own files first (no process to start: the daily loop's start-up is
+    # measured): the current context, from DOCKER_CONTEXT or config.json; "default" is the socket.
+    config_dir = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    name = os.environ.get("DOCKER_CONTEXT", "").strip()
+    if not name:
+        try:
+            name = str(json.loads((config_dir / "config.json").read_text()).get("currentContext") or "")
+        except (OSError, ValueError, AttributeError):
+            name = ""
+    if name in ("", "default"):
+        return "unix:///var/run/docker.sock", "the default context"
+    try:
+        meta = config_dir / "contexts" / "meta" / sha256()(name.encode()).hexdigest() / "meta.json"
+        found = json.loads(meta.read_text())["Endpoints"]["docker"]["Host"]
+        if isinstance(found, str) and found:
+            return found, f"docker context {name}"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        rc, out = _out([docker_client(), "context", "inspect", "--format", "{{.Endpoints.docker.Host}}"])
+    except ToolMissing:
+        rc, out = 1, ""
+    if rc == 0 and out.strip():
+        ctx = os.environ.get("DOCKER_CONTEXT", "").strip() or "current"
+        return out.strip().splitlines()[-1], f"docker context ({ctx})"
+    return "unix:///var/run/docker.sock", "the default socket"
+
+
+@cache
+def location() -> Location:
+    """Local when the engine is reached over a Unix socket of this machine (it shares its
+    files), remote otherwise (tcp://, ssh://, even on loopback: a docker-in-docker engine does
+    not see this machine's files). CLEANROOM_REMOTE=1/0 decides instead."""
+    endpoint, origin = _endpoint()
+    forced = settings.flag("CLEANROOM_REMOTE")
+    if forced is not None:
+        return Location(forced, endpoint, f"CLEANROOM_REMOTE={'1' if forced else '0'}")
+    scheme = endpoint.partition("://")[0] if "://" in endpoint else "unix"
+    if scheme in ("unix", "npipe"):
+        return Location(False, endpoint, f"a socket of this machine, from {origin}")
+    return Location(True, endpoint, f"{scheme}:// from {origin}: it does not see this machine's files")
 
 
 def engine_answers() -> bool:

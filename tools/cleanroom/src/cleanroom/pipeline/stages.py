@@ -24,7 +24,8 @@ from cleanroom.core.errors import BadInput, StepFailed, ToolMissing
 from cleanroom.core.workspace import Workspace, in_container
 from cleanroom.docker.compose import root_files
 from cleanroom.docker.dockerfiles import for_classic
-from cleanroom.docker.engine import SETUP_HINT, Builder, DockerEnv, docker_client, require_engine
+from cleanroom.docker.engine import SETUP_HINT, Builder, DockerEnv, docker_client, location, require_engine
+from cleanroom.pipeline import remote
 from cleanroom.pipeline.baseimage import DEFAULT_TAG, ensure_base_image, image_exists
 from cleanroom.pipeline.testrun import DEFAULT_LOG
 from cleanroom.variants.select import render
@@ -39,6 +40,23 @@ PULL_RETRY_S = 24 * 3600
 
 def say(msg: str) -> None:
     print(msg, flush=True)
+
+
+def cache_flags(builder: Builder) -> list[str]:
+    """``--cache-from`` / ``--cache-to`` from CLEANROOM_CACHE_FROM / CLEANROOM_CACHE_TO (a
+    BuildKit cache shared across machines, e.g. in a registry). ``--cache-to`` needs a builder
+    that can export a cache (buildx); without one it is refused before anything runs."""
+    flags = []
+    cache_from = (settings.get("CLEANROOM_CACHE_FROM") or "").strip()
+    cache_to = (settings.get("CLEANROOM_CACHE_TO") or "").strip()
+    if cache_from:
+        flags.append(f"--cache-from={cache_from}")
+    if cache_to:
+        if not builder.buildx:
+            raise BadInput(f"CLEANROOM_CACHE_TO={cache_to}: the {builder.name} builder ({builder.client}) "
+                           "cannot export a build cache; install the buildx plugin, or unset it")
+        flags.append(f"--cache-to={cache_to}")
+    return flags
 
 
 def test_log() -> str:
@@ -162,8 +180,15 @@ def app_compose_file(ws: Workspace) -> Path:
 
 
 def compose_argv(ws: Workspace, env: DockerEnv, gpu: bool) -> list[str]:
+    """Compose on the app's file; for a remote engine, its copy without host bind mounts, with
+    the original's folder as the project directory (see :mod:`cleanroom.pipeline.remote`)."""
     assert env.compose is not None
-    argv = [*env.compose, "-p", ws.cfg.docker.project, "-f", str(app_compose_file(ws))]
+    original = app_compose_file(ws)
+    if location().remote:
+        argv = [*env.compose, "-p", ws.cfg.docker.project, "--project-directory", str(original.parent),
+                "-f", str(remote.compose_file_for_remote(ws, original))]
+    else:
+        argv = [*env.compose, "-p", ws.cfg.docker.project, "-f", str(original)]
     if gpu:
         argv += ["-f", str(ws.repo / ws.cfg.docker.gpu_overlay)]
     return argv
@@ -178,7 +203,8 @@ def find_container(ws: Workspace, running_only: bool = False) -> str | None:
     """
 
     project = ws.cfg.docker.project
-    argv = [docker_client(), "ps", "--no-trunc", "--format", "{{.ID}}\t{{.Mounts}}",
+    argv = [docker_client(), "ps", "--no-trunc", "--format",
+            f'{{{{.ID}}}}\t{{{{.Mounts}}}}\t{{{{.Label "{remote.CHECKOUT_LABEL}"}}}}',
             "--filter", f"label=com.docker.compose.project={project}",
             "--filter", f"label=com.docker.compose.service={ws.cfg.docker.service}"]
     if not running_only:
@@ -187,12 +213,14 @@ def find_container(ws: Workspace, running_only: bool = False) -> str | None:
     if p.returncode != 0:
         why = p.last_error_line()
         raise ToolMissing(f"the Docker engine does not answer ({why}); {SETUP_HINT}")
-    rows = [ln.split("\t", 1) for ln in str(p.stdout).splitlines() if ln.strip()]
+    rows = [ln.split("\t") for ln in str(p.stdout).splitlines() if ln.strip()]
     if not rows:
         return None
     cid, mounts = rows[0][0], (rows[0][1] if len(rows[0]) > 1 else "")
+    checkout = rows[0][2].strip() if len(rows[0]) > 2 else ""
     here = str(ws.repo.resolve())
-    sources = [m for m in mounts.split(",") if m]
+    # the checkout it belongs to: what it mounts (a local engine), else its label (a remote one)
+    sources = [m for m in mounts.split(",") if m] or ([checkout] if checkout else [])
     if sources and here not in sources:
         other = min(sources, key=len)
         raise BadInput(f"the app container {cid[:12]} of compose project {project!r} mounts {other}, not "
@@ -353,8 +381,11 @@ class Pipeline:
             argv += ["--build-arg", f"CLEANROOM_INDEX_URL={s.index_url}"]
         if s.native:
             argv += ["--build-arg", f"NATIVE_FROM_SOURCE={s.native}"]
+        argv += ["--label", f"{remote.DEPS_LABEL}={remote.deps_digest(self.ws, s.variant, s.dockerfile)}",
+                 "--label", f"{remote.VARIANT_LABEL}={s.variant}"]
         if self.builder.name == "buildkit":
             argv += ["--progress=plain"]
+        argv += cache_flags(self.builder)
         if self.rebuild:
             argv += ["--no-cache"]
         return [*argv, str(self.ws.repo)]
@@ -378,6 +409,10 @@ class Pipeline:
             logs = " ".join(compose_argv(self.ws, self.env, False) + ["logs"])
             raise StepFailed(f"the app container is {state} after `up`; see `{logs}`")
         say(f"    app container {cid[:12] if cid else ''} running")
+        if cid and location().remote:
+            remote.record_baseline(self.ws, cid, app_compose_file(self.ws))
+            say(f"    remote engine ({location().endpoint}): no bind mounts; the daily loop sends changed "
+                "sources into the container")
 
     def exec_argv(self, *cmd: str) -> list[str]:
         cid = find_container(self.ws, running_only=True)
@@ -390,13 +425,31 @@ class Pipeline:
 
     def p_test_all(self) -> Plan:
         assert self.spec is not None
-        return [Run(tuple(self.exec_argv("test-all")), env=self.spec.compose_env(self.base),
-                    log=self.log("test-all"))]
+        plan: Plan = [Run(tuple(self.exec_argv("test-all")), env=self.spec.compose_env(self.base),
+                          log=self.log("test-all"))]
+        if location().remote:
+            plan.append(Call(self._fetch_logs, f"copy {test_log()} and its JUnit XML from the app "
+                                               f"container into {self.log_dir}"))
+        return plan
+
+    def _fetch_logs(self) -> None:
+        cid = find_container(self.ws, running_only=True)
+        if cid is not None:
+            for path in remote.fetch_test_logs(self.ws, docker_client(), cid, test_log()):
+                say(f"    {path}")
 
     def p_verify(self) -> Plan:
         assert self.spec is not None
+        env = self.spec.compose_env(self.base)
+        if location().remote:
+            # The engine cannot see the checkout: verify runs here, on it; in the container only
+            # the generated code is checked against the sources the image holds.
+            return [Run((sys.executable, "-m", "cleanroom", "--repo", str(self.ws.repo), "verify"),
+                        log=self.log("verify")),
+                    Run(tuple(self.exec_argv("cleanroom", "proto", "--check", "--out", self.ws.cfg.proto.out)),
+                        env=env, log=self.log("verify-generated"))]
         argv = self.exec_argv("cleanroom", "--repo", "/workspace", "verify", "--out", self.ws.cfg.proto.out)
-        return [Run(tuple(argv), env=self.spec.compose_env(self.base), log=self.log("verify"))]
+        return [Run(tuple(argv), env=env, log=self.log("verify"))]
 
     # driver -------------------------------------------------------------------
     def stages(self) -> list[Stage]:
