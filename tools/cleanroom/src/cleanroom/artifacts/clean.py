@@ -1,7 +1,7 @@
 """``clean``: list (and with ``--yes`` delete) the host-side artifacts the policy names.
 
 What is listed is exactly what ``verify`` sees as artifacts on disk: the untracked files that the
-artifact policy's patterns match, ignored or not (:attr:`VerifyContext.disk_artifacts`, one git
+artifact policy's patterns match, ignored or not (:attr:`RepoScan.disk_artifacts`, one git
 walk). Files are grouped under the folder a pattern names (``__pycache__/``, ``dist/``), so a
 folder is listed (and removed) once, with its total size.
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cleanroom.artifacts import policy
-from cleanroom.artifacts.scan import VerifyContext
+from cleanroom.artifacts.scan import RepoScan
 from cleanroom.core.actions import Plan, Remove
 from cleanroom.core.config import Config
 from cleanroom.core.git import file_size, git, require_repo, split0
@@ -87,7 +87,7 @@ def _inside(path: Path, repo: Path) -> bool:
 
 def plan_clean(repo: Path, cfg: Config) -> Cleanup:
     require_repo(repo)
-    ctx = VerifyContext(repo=repo, cfg=cfg)
+    ctx = RepoScan(repo=repo, cfg=cfg)
     specs = ctx.specs
     out = Cleanup(repo)
     groups: dict[str, tuple[str, bool, list[str]]] = {}

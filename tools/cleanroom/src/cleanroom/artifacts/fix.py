@@ -16,7 +16,7 @@ from cleanroom.core.errors import BadInput
 from cleanroom.dockerignore.matcher import DockerignoreError, Matcher, parse
 
 if TYPE_CHECKING:
-    from cleanroom.artifacts.scan import IgnoreGroup, VerifyContext
+    from cleanroom.artifacts.scan import IgnoreGroup, RepoScan
     from cleanroom.docker.dockerfiles import Source
 
 BEGIN_PREFIX = "# >>> cleanroom managed block: build artifacts"
@@ -91,7 +91,7 @@ def fix_plan(gitignore_gaps: Sequence[tuple[Path, str]], docker_gaps: Sequence[t
     return plan
 
 
-def safe_docker_rules(ctx: VerifyContext, group: IgnoreGroup, patterns: Sequence[str],
+def safe_docker_rules(ctx: RepoScan, group: IgnoreGroup, patterns: Sequence[str],
                       sources: Sequence[Source]) -> tuple[list[str], list[str]]:
     """Of the policy ``patterns`` whose rules would go into ``group``'s ignore file, those that
     are safe: Docker accepts the line, and with it every path the group's builds copy from the
@@ -134,7 +134,7 @@ def safe_docker_rules(ctx: VerifyContext, group: IgnoreGroup, patterns: Sequence
     return ok, refused
 
 
-def _copied_paths(ctx: VerifyContext, group: IgnoreGroup, sources: Sequence[Source], matcher: object) -> list[str]:
+def _copied_paths(ctx: RepoScan, group: IgnoreGroup, sources: Sequence[Source], matcher: object) -> list[str]:
     """The context paths the builds copy that are sent today (a glob: the files it matches now)."""
     import glob as globmod
 

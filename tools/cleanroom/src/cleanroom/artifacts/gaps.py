@@ -15,10 +15,10 @@ from cleanroom.docker.dockerfiles import Source
 
 if TYPE_CHECKING:
     from cleanroom.dockerignore.matcher import Matcher
-from cleanroom.artifacts.scan import IgnoreGroup, VerifyContext
+from cleanroom.artifacts.scan import IgnoreGroup, RepoScan
 
 
-def gitignore_gaps(ctx: VerifyContext) -> dict[str, list[str]]:
+def gitignore_gaps(ctx: RepoScan) -> dict[str, list[str]]:
     """Policy pattern -> the probe paths git does not ignore (empty: fully covered)."""
     per_pattern: dict[str, list[str]] = {}
     for probe in ctx.probes_not_ignored.result():
@@ -43,18 +43,18 @@ class DockerGap:
         return not self.copied
 
 
-def _entries(ctx: VerifyContext) -> list[str]:
+def _entries(ctx: RepoScan) -> list[str]:
     return sorted(set(ctx.tracked_artifacts) | set(ctx.disk_entries))
 
 
-def _leaks(ctx: VerifyContext, g: IgnoreGroup) -> list[str]:
+def _leaks(ctx: RepoScan, g: IgnoreGroup) -> list[str]:
     """The repo's artifact files (repo-relative) that some build of ``g`` would send, as
     :func:`docker_gaps` found them (it decides how closely to look)."""
     docker_gaps(ctx)
     return ctx._leaks.get((g.context, g.ignore_path), [])
 
 
-def _exceptions(ctx: VerifyContext, g: IgnoreGroup) -> tuple[set[str], bool]:
+def _exceptions(ctx: RepoScan, g: IgnoreGroup) -> tuple[set[str], bool]:
     """The ``!`` lines of the group's ignore file(s): (literal paths, whether any has a wildcard)."""
     literal: set[str] = set()
     wild = False
@@ -69,7 +69,7 @@ def _exceptions(ctx: VerifyContext, g: IgnoreGroup) -> tuple[set[str], bool]:
     return literal, wild
 
 
-def _compute_leaks(ctx: VerifyContext, g: IgnoreGroup, entries: list[str], everything: bool) -> list[str]:
+def _compute_leaks(ctx: RepoScan, g: IgnoreGroup, entries: list[str], everything: bool) -> list[str]:
     """Which of ``entries`` (repo-relative, inside the context) some build of ``g`` sends.
 
     Every entry is asked when ``everything``; otherwise (no pattern has a gap, so the ignore file
@@ -108,7 +108,7 @@ def _compute_leaks(ctx: VerifyContext, g: IgnoreGroup, entries: list[str], every
     return sorted(found)
 
 
-def docker_gaps(ctx: VerifyContext) -> list[DockerGap]:
+def docker_gaps(ctx: RepoScan) -> list[DockerGap]:
     """Per ignore file (group of builds) and policy pattern, what Docker would send (computed
     once per run: two rules read it)."""
     if ctx._docker_gaps is None:
@@ -116,7 +116,7 @@ def docker_gaps(ctx: VerifyContext) -> list[DockerGap]:
     return ctx._docker_gaps
 
 
-def _docker_gaps(ctx: VerifyContext) -> list[DockerGap]:
+def _docker_gaps(ctx: RepoScan) -> list[DockerGap]:
     gaps = []
     all_entries = _entries(ctx)
     for g in ctx.groups:
@@ -175,7 +175,7 @@ def _glob_hits(context: Path, pattern: str) -> list[str]:
     return sorted(h.replace(os.sep, "/") for h in hits)
 
 
-def copy_problems(ctx: VerifyContext) -> list[CopyProblem]:
+def copy_problems(ctx: RepoScan) -> list[CopyProblem]:
     """COPY/ADD (and RUN --mount=type=bind) sources a build cannot have: excluded by its ignore
     file, or not in its context."""
     found: dict[tuple[str, int, str], CopyProblem] = {}
@@ -211,7 +211,7 @@ def copy_problems(ctx: VerifyContext) -> list[CopyProblem]:
     return [found[k] for k in sorted(found)]
 
 
-def _sends(ctx: VerifyContext, matcher: Matcher, context: Path, inner: str) -> bool:
+def _sends(ctx: RepoScan, matcher: Matcher, context: Path, inner: str) -> bool:
     """Is ``inner`` (a file, or a folder with anything sent below it) in the context?"""
     full = context / inner
     if not full.is_dir() or full.is_symlink():

@@ -116,7 +116,11 @@ class IgnoreGroup:
 
 
 @dataclass
-class VerifyContext:
+class RepoScan:
+    """One repo, scanned once and lazily: what git says about its artifacts, its builds and
+    the ignore files they read. verify's rules, ``verify --fix``, ``clean`` and
+    ``migrate-proto`` share it."""
+
     repo: Path
     cfg: Config
     out_dir: Path | None = None

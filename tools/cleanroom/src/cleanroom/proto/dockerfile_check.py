@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from cleanroom.artifacts.scan import VerifyContext
+from cleanroom.artifacts.scan import RepoScan
 from cleanroom.core.config import Config
 from cleanroom.docker import dockerfiles
 from cleanroom.docker.builds import Build
@@ -66,7 +66,7 @@ def _proto_step(argv: list[str]) -> tuple[bool, str | None] | None:
     return (not check), out
 
 
-def check_dockerfile(repo: Path, cfg: Config, ctx: VerifyContext, builds: Sequence[Build]) -> DockerfileCheck | None:
+def check_dockerfile(repo: Path, cfg: Config, ctx: RepoScan, builds: Sequence[Build]) -> DockerfileCheck | None:
     """Does the image generate the code it needs (into ``[proto] out``)? None: its final stage
     runs no Python (a Go binary on ``distroless/static``): it needs none."""
     b = builds[0]
@@ -157,7 +157,7 @@ def _covers(src: str, target: str) -> bool:
     return src in ("", ".") or target == src or target.startswith(src + "/")
 
 
-def check_dockerfiles(repo: Path, cfg: Config, ctx: VerifyContext) -> list[DockerfileCheck]:
+def check_dockerfiles(repo: Path, cfg: Config, ctx: RepoScan) -> list[DockerfileCheck]:
     by_file: dict[tuple[Path, str | None], list[Build]] = {}
     for b in ctx.builds:
         by_file.setdefault((b.dockerfile, b.inline), []).append(b)

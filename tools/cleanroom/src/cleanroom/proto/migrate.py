@@ -49,7 +49,7 @@ import libcst as cst
 from cleanroom.artifacts import policy
 from cleanroom.artifacts.fix import read_ignore_text, with_rules
 from cleanroom.artifacts.gaps import docker_gaps, gitignore_gaps
-from cleanroom.artifacts.scan import VerifyContext
+from cleanroom.artifacts.scan import RepoScan
 from cleanroom.core import runner
 from cleanroom.core.config import Config, derive_package
 from cleanroom.core.errors import BadInput, CleanroomError, StepFailed
@@ -197,7 +197,7 @@ def _why(cfg: Config, pattern: str) -> str:
             f"{out} in the container (regenerate: `cleanroom proto`)")
 
 
-def _ignore_changes(ctx: VerifyContext) -> list[IgnoreChange]:
+def _ignore_changes(ctx: RepoScan) -> list[IgnoreChange]:
     """The managed-block rules that close every protobuf gitignore/dockerignore gap."""
     per_file: dict[Path, list[tuple[str, str]]] = {}
     for pat in gitignore_gaps(ctx):
@@ -282,14 +282,14 @@ def plan_migration(ws: Workspace, prove: bool = True) -> Migration:
     repo = ws.repo
     require_repo(repo)
     tracked_py, every, links = _tracked(repo)
-    ctx0 = VerifyContext(repo=repo, cfg=_proto_cfg(ws.cfg))
+    ctx0 = RepoScan(repo=repo, cfg=_proto_cfg(ws.cfg))
     generated = [p for p in ctx0.tracked_artifacts if not ctx0.allowed(p)]
     found: list[str] = []
     cfg = _resolve(ws, found, generated, every)
     _validate(cfg)
     ws = Workspace(repo, cfg)
     legacy = cfg.proto.legacy_module
-    ctx = VerifyContext(repo=repo, cfg=_proto_cfg(cfg), listing=ctx0.listing)
+    ctx = RepoScan(repo=repo, cfg=_proto_cfg(cfg), listing=ctx0.listing)
     legacy_dir = find_legacy_dir(tracked_py, legacy) if legacy else None
     m = Migration(repo, cfg, legacy, legacy_dir, found)
     m.warnings += [n for n in ctx0.notes if "named like protobuf output" in n]

@@ -15,7 +15,7 @@ from pathlib import Path
 from cleanroom.artifacts import policy
 from cleanroom.artifacts.gaps import DockerGap, _leaks, copy_problems, docker_gaps, gitignore_gaps
 from cleanroom.artifacts.policy import examples
-from cleanroom.artifacts.scan import IgnoreGroup, VerifyContext, _tree_size
+from cleanroom.artifacts.scan import IgnoreGroup, RepoScan, _tree_size
 from cleanroom.core.report import Finding, human_size
 from cleanroom.core.workspace import Workspace
 from cleanroom.docker.dockerfiles import Source
@@ -26,7 +26,7 @@ from cleanroom.variants.drift import MISSING, find_drift
 
 
 @dataclass
-class RuleContext(VerifyContext):
+class RuleContext(RepoScan):
     """The repo scan, plus what verify was asked for beyond it."""
 
     engine: bool = False  # --engine: ask the Docker engine what each build context holds
@@ -36,7 +36,7 @@ def _fmt(v: object) -> str:
     return "(absent)" if v == MISSING else repr(v)
 
 
-def rule_tracked_artifact(ctx: VerifyContext) -> Iterator[Finding]:
+def rule_tracked_artifact(ctx: RepoScan) -> Iterator[Finding]:
     """One finding per folder: its tracked artifacts go with one `git rm --cached`."""
     groups: dict[str, list[str]] = {}
     for path in ctx.tracked_artifacts:
@@ -71,7 +71,7 @@ def rule_tracked_artifact(ctx: VerifyContext) -> Iterator[Finding]:
         )
 
 
-def rule_untracked_artifact(ctx: VerifyContext) -> Iterator[Finding]:
+def rule_untracked_artifact(ctx: RepoScan) -> Iterator[Finding]:
     for entry, files in ctx.untracked_not_ignored:
         what = ("a build artifact that git shows as untracked" if not entry.endswith("/") else
                 f"an artifact folder whose files git shows as untracked ({examples(files)})")
@@ -84,7 +84,7 @@ def rule_untracked_artifact(ctx: VerifyContext) -> Iterator[Finding]:
         )
 
 
-def rule_gitignore_gap(ctx: VerifyContext) -> Iterator[Finding]:
+def rule_gitignore_gap(ctx: RepoScan) -> Iterator[Finding]:
     gaps = gitignore_gaps(ctx)
     if gaps and not ctx.gitignore_files:
         # no .gitignore at all: one defect, one finding naming every line it must hold
@@ -108,14 +108,14 @@ def rule_gitignore_gap(ctx: VerifyContext) -> Iterator[Finding]:
         )
 
 
-def _where_copied(ctx: VerifyContext, group: IgnoreGroup, s: Source) -> str:
+def _where_copied(ctx: RepoScan, group: IgnoreGroup, s: Source) -> str:
     for b in group.builds:
         if s in ctx.sources_of(b):
             return f"{b.rel_dockerfile(ctx.repo)}:{s.instruction.line}"
     return f"line {s.instruction.line}"
 
 
-def rule_dockerignore_gap(ctx: VerifyContext) -> Iterator[Finding]:
+def rule_dockerignore_gap(ctx: RepoScan) -> Iterator[Finding]:
     gaps = docker_gaps(ctx)
     # A build that reads no ignore file at all has one defect (the missing file), not one per
     # pattern: one finding naming every pattern the file must hold.
@@ -164,7 +164,7 @@ def rule_dockerignore_gap(ctx: VerifyContext) -> Iterator[Finding]:
                       related=tuple(b.name for b in grp.builds))
 
 
-def rule_context_leak(ctx: VerifyContext) -> Iterator[Finding]:
+def rule_context_leak(ctx: RepoScan) -> Iterator[Finding]:
     """Artifact files a context would send although the ignore file covers their pattern
     (a '!' line re-includes them, or a nested layout slips past): one finding per deciding line."""
     gapped = {(g.group.ignore_name, g.pattern) for g in docker_gaps(ctx)}
@@ -193,7 +193,7 @@ def rule_context_leak(ctx: VerifyContext) -> Iterator[Finding]:
             )
 
 
-def rule_dead_ignore_file(ctx: VerifyContext) -> Iterator[Finding]:
+def rule_dead_ignore_file(ctx: RepoScan) -> Iterator[Finding]:
     read_by = {bi.ignore_path.resolve() for bi in ctx.build_ignores if bi.ignore_path}
     # A folder with a Dockerfile no build declares may be the context of that build (a Makefile
     # runs `cd python && docker build ...`): its ignore file is not called dead.
@@ -224,7 +224,7 @@ def rule_dead_ignore_file(ctx: VerifyContext) -> Iterator[Finding]:
             )
 
 
-def rule_variant_drift(ctx: VerifyContext) -> Iterator[Finding]:
+def rule_variant_drift(ctx: RepoScan) -> Iterator[Finding]:
     v = ctx.cfg.variants
     if not v.enabled:
         return
@@ -249,7 +249,7 @@ def rule_variant_drift(ctx: VerifyContext) -> Iterator[Finding]:
         )
 
 
-def rule_copy_excluded(ctx: VerifyContext) -> Iterator[Finding]:
+def rule_copy_excluded(ctx: RepoScan) -> Iterator[Finding]:
     for p in copy_problems(ctx):
         ins = p.source.instruction
         builds = ", ".join(p.builds)
@@ -269,7 +269,7 @@ def rule_copy_excluded(ctx: VerifyContext) -> Iterator[Finding]:
         yield Finding("copy-excluded", p.dockerfile, message, fix, line=ins.line)
 
 
-def rule_generated(ctx: VerifyContext) -> Iterator[Finding]:
+def rule_generated(ctx: RepoScan) -> Iterator[Finding]:
     if not ctx.check_generated or ctx.out_dir is None:
         return
 

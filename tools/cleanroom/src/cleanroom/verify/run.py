@@ -16,7 +16,7 @@ from pathlib import Path
 from cleanroom.artifacts import policy
 from cleanroom.artifacts.fix import fix_plan, safe_docker_rules
 from cleanroom.artifacts.gaps import DockerGap, docker_gaps, gitignore_gaps
-from cleanroom.artifacts.scan import VerifyContext
+from cleanroom.artifacts.scan import RepoScan
 from cleanroom.core.actions import execute
 from cleanroom.core.config import CONFIG_NAME, Config
 from cleanroom.core.errors import BadInput, ConfigError
@@ -201,7 +201,7 @@ def fix(repo: Path, cfg: Config, dry_run: bool = False) -> FixResult:
 
     require_repo(repo)
     sel = selection(cfg)
-    ctx = VerifyContext(repo=repo, cfg=cfg)
+    ctx = RepoScan(repo=repo, cfg=cfg)
     refused: list[str] = []
     git_gaps: list[tuple[Path, str]] = []
     if "gitignore-gap" not in sel.active:
