@@ -247,7 +247,7 @@ def serve() -> None:
             importlib.import_module(name)
         except BaseException:  # noqa: BLE001 (a module that fails here is imported by the run itself)
             pass
-    import _pytest.config  # noqa: F401 (the run needs it; keep it warm even if the list missed it)
+    import _pytest.config  # type: ignore[import-not-found, unused-ignore]  # noqa: F401 (the run needs it)
 
     # A preloaded module that imported the project (or anything outside the library folders)
     # would make runs see stale code: such a server is not used.

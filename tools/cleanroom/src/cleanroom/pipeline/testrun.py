@@ -93,7 +93,7 @@ class _Tee:
 def run_pytest(args: Sequence[str], log: Path) -> int:
     """pytest with ``args``, in this process, its output teed to ``log``; pytest's exit code."""
     try:
-        import pytest
+        import pytest  # type: ignore[import-not-found, unused-ignore]  # the project's, not the engine's
     except ImportError as exc:
         raise ToolMissing(f"pytest cannot be imported by {sys.executable} ({exc}): add pytest to the "
                           "project's dev dependencies (the variant's [dependency-groups] dev)") from None
