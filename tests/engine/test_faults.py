@@ -1129,6 +1129,8 @@ def test_signal_inside_a_write_leaves_the_old_file(name: str, repo: Path, tmp_pa
     again = crun(*argv, cwd=repo)
     assert again.rc in (0, 1), again.text
     assert (repo / target).read_bytes() != old  # and the next run writes it
+    # ... and removes what a killed writer left beside it
+    assert [e for e in os.listdir(repo) if e.startswith(f".{target}.") and e.endswith(".tmp")] == []
 
 
 # ---------------------------------------------------------------- git faults

@@ -327,3 +327,19 @@ def test_file_in_a_folder_named_like_an_ignore_file_is_no_artifact(repo: Path) -
     r = cli("verify", "--json", cwd=repo)
     assert r.rc == 0, r.text
     assert json.loads(r.out)["findings"] == []
+
+
+def test_fix_refuses_a_linked_gitignore_and_keeps_the_link(vrepo: Path) -> None:
+    """git (2.32+) does not read a .gitignore that is a symbolic link: --fix says so and writes
+    nothing (it used to replace the link with a file); the link and its target stay as they were."""
+    shared = vrepo / "config" / "gitignore"
+    shared.parent.mkdir()
+    shared.write_text("node_modules/\n")
+    gi = vrepo / ".gitignore"
+    gi.unlink(missing_ok=True)
+    gi.symlink_to("config/gitignore")
+    r = cli("verify", "--fix", cwd=vrepo)
+    assert ".gitignore: not written: it is a symbolic link, which git" in r.out, r.text
+    assert gi.is_symlink() and os.readlink(gi) == "config/gitignore"
+    assert shared.read_text() == "node_modules/\n"
+    assert not [p for p in os.listdir(vrepo) if p.endswith(".tmp")]

@@ -80,12 +80,20 @@ Plan = list[Action]
 
 
 def atomic_write(path: Path, content: str | bytes) -> None:
-    """Write ``content`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    """Write ``content`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    A symbolic link is written through (its target is replaced, the link kept: a ``.gitignore``
+    linked from a shared place stays linked). The temporary file is named
+    ``.<name>.<pid>.<random>.tmp``: one left by a writer that was killed (SIGKILL cannot be
+    caught) is removed by the next write once its process is gone."""
     data = content.encode() if isinstance(content, str) else content
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     import tempfile
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -99,6 +107,30 @@ def atomic_write(path: Path, content: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """The temporary files of :func:`atomic_write` beside ``path`` whose writer is gone."""
+    prefix = f".{path.name}."
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its writer still runs
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue  # another user's process: alive
+        try:
+            os.unlink(path.parent / name)
+        except OSError:
+            pass
 
 
 def mounts_under(root: Path) -> list[str]:

@@ -211,6 +211,9 @@ def fix(repo: Path, cfg: Config, dry_run: bool = False) -> FixResult:
         if missing and not sel.reports("gitignore-gap", ".gitignore"):
             refused.append(f".gitignore: not adding {len(missing)} rule(s): its gitignore-gap findings are "
                            f"ignored by [verify] per-path-ignores in {sel.config_name}")
+        elif missing and (repo / ".gitignore").is_symlink():
+            refused.append(".gitignore: not written: it is a symbolic link, which git (2.32 and later) does "
+                           "not read; replace it with a regular file holding its rules, then run --fix again")
         else:
             git_gaps = [(repo / ".gitignore", pat) for pat in missing]
     dock: list[tuple[Path, str]] = []
@@ -233,12 +236,8 @@ def fix(repo: Path, cfg: Config, dry_run: bool = False) -> FixResult:
                 f"per-path-ignores in {sel.config_name}" for name, n in per_path.items()]
     for name, gaps in by_file.items():
         path = repo / name
-        try:
-            real = path.resolve()
-        except OSError as exc:
-            raise BadInput(f"{path}: cannot resolve: {exc}") from None
-        if real != repo.resolve() and repo.resolve() not in real.parents:
-            refused.append(f"{name}: not written: it resolves outside the repo ({real})")
+        if not _inside(repo, path):
+            refused.append(f"{name}: not written: it resolves outside the repo ({path.resolve()})")
             continue
         sources = [s for g in gaps for b in g.group.builds for s in ctx.sources_of(b)]
         ok, why_not = safe_docker_rules(ctx, gaps[0].group, [g.pattern for g in gaps], sources)
@@ -247,3 +246,13 @@ def fix(repo: Path, cfg: Config, dry_run: bool = False) -> FixResult:
     plan = fix_plan(git_gaps, dock)
     execute(plan, dry_run=dry_run)
     return FixResult([a.show() for a in plan], refused)
+
+
+def _inside(repo: Path, path: Path) -> bool:
+    """Whether ``path`` (a link followed) is in the repo: --fix never writes outside it."""
+    try:
+        real = path.resolve()
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot resolve: {exc}") from None
+    top = repo.resolve()
+    return real == top or top in real.parents
