@@ -327,3 +327,17 @@ def test_readme_rule_list_matches_the_registered_rules() -> None:
     assert sorted(set(listed) - set(RULE_NAMES)) == [], "the README lists rules that are not registered"
     assert sorted(set(RULE_NAMES) - set(listed)) == [], "registered rules missing from the README"
     assert listed == list(RULE_NAMES), "the README's rule list is not in report order"
+
+
+@pytest.mark.parametrize("argv", [("build", "binary"), ("build", "binary", "--dry-run")])
+def test_the_main_job_stops_on_an_unknown_rule_before_any_stage(repo: Path, argv: tuple[str, ...]) -> None:
+    """The main job's last stage is verify: a misspelt rule in [verify] is exit 2 at once, not
+    after the build (no engine needed to say so)."""
+    set_config(repo, "verify", "ignore", ["context-leek"])
+    before = snapshot(repo)
+    r = cli(*argv, cwd=repo)
+    assert r.rc == 2, r.text
+    assert "==> [1/" not in r.out and "Traceback" not in r.text
+    assert r.err.splitlines() == [f"cleanroom build: error: {repo}/cleanroom.toml: verify.ignore[0]: unknown rule "
+                                  "'context-leek' (did you mean 'context-leak'?)"], r.text
+    assert snapshot(repo) == before

@@ -29,6 +29,7 @@ from cleanroom.pipeline import remote
 from cleanroom.pipeline.baseimage import DEFAULT_TAG, ensure_base_image, image_exists
 from cleanroom.pipeline.testrun import DEFAULT_LOG
 from cleanroom.variants.select import render
+from cleanroom.verify.run import selection
 
 DEFAULT_BASES = {
     "binary": "nvidia/cuda:12.8.1-devel-ubuntu22.04",
@@ -470,6 +471,8 @@ class Pipeline:
 
     def run(self, dry_run: bool = False) -> int:
         self.dry_run = dry_run
+        if self.until == "verify":
+            selection(self.ws.cfg)  # a bad rule name in [verify] fails now, not after the build
         stages = self.stages()
         label = f"build-{self.variant}"
         current = {"name": ""}
