@@ -4,6 +4,7 @@ live and teed to the log at the file-descriptor level, pytest's exit code kept."
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -255,3 +256,22 @@ def test_ctrl_c_reaches_the_warm_run(suite: Path, warm: object) -> None:
     rest = p.stdout.read()
     assert p.wait(timeout=30) == 2, rest  # pytest's "interrupted"
     assert "KeyboardInterrupt" in rest and WARM in rest, rest
+
+
+def test_an_edit_anywhere_in_the_engine_retires_the_warm_interpreter(tmp_path: Path) -> None:
+    """The warm server's key covers every layer of the engine, not only pipeline/."""
+    engine = tmp_path / "src"
+    shutil.copytree(ENGINE, engine, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    code = "import os; from cleanroom.pipeline.testall import key; print(key('/x', {'A': '1'}))"
+    env = {**os.environ, "PYTHONPATH": str(engine), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def current() -> str:
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    first = current()
+    assert current() == first
+    edited = engine / "cleanroom" / "core" / "errors.py"
+    st = edited.stat()
+    os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert current() != first

@@ -64,8 +64,8 @@ def key(cwd: str, environ: dict[str, str]) -> str:
             stamp.append(os.stat(paths[k]).st_mtime_ns)
         except (KeyError, OSError):
             stamp.append(None)
-    here = Path(__file__).parent
-    stamp.append(sorted((p.name, p.stat().st_mtime_ns) for p in here.glob("*.py")))
+    engine = Path(__file__).parents[1]  # the whole cleanroom package, every layer
+    stamp.append(sorted((str(p.relative_to(engine)), p.stat().st_mtime_ns) for p in engine.rglob("*.py")))
     return str(sha256()(json.dumps(stamp, default=str).encode()).hexdigest())
 
 
